@@ -1,0 +1,88 @@
+"""The plain-PyTorch meaning of every cnnxfer op: the spec the kernels are tested against.
+
+Nothing here is fast; everything here is obviously right. Eager F.local_response_norm has no
+bfloat16 CPU kernel, so tests evaluate these functions in float64 and compare.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .pooling import IntOrPair, as_padding, as_pair, pooled_length
+from .specs import LRN, MaxPool
+
+
+def max_pool(
+    x: torch.Tensor,
+    kernel_size: IntOrPair = 3,
+    stride: IntOrPair = 2,
+    padding: IntOrPair = 0,
+    ceil_mode: bool = False,
+) -> torch.Tensor:
+    """F.max_pool2d, also with (top, left, bottom, right) padding (-inf pads, as ONNX MaxPool)."""
+    top, left, bottom, right = as_padding(padding)
+    if top == bottom and left == right:
+        return F.max_pool2d(x, kernel_size, stride, (top, left), ceil_mode=ceil_mode)
+    kh, kw = as_pair(kernel_size, "kernel_size")
+    sh, sw = as_pair(stride, "stride")
+    padded = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+    pooled = F.max_pool2d(padded, (kh, kw), (sh, sw), 0, ceil_mode=ceil_mode)
+    # In ceil mode, pooling the padded tensor may add a window that starts in the trailing padding;
+    # PyTorch's own rule (kept for symmetric padding) drops it.
+    out_h = pooled_length(x.shape[-2], kh, sh, top, bottom, ceil_mode)
+    out_w = pooled_length(x.shape[-1], kw, sw, left, right, ceil_mode)
+    return pooled[..., :out_h, :out_w]
+
+
+def relu_lrn_maxpool(
+    x: torch.Tensor,
+    size: int = 5,
+    alpha: float = 1e-4,
+    beta: float = 0.75,
+    k: float = 1.0,
+    kernel_size: IntOrPair = 3,
+    stride: IntOrPair = 2,
+    padding: IntOrPair = 0,
+    ceil_mode: bool = False,
+    order: str = "lrn_pool",
+    relu: bool = True,
+) -> torch.Tensor:
+    """max_pool2d(local_response_norm(relu(x))) for order="lrn_pool" (AlexNet),
+    local_response_norm(max_pool2d(relu(x))) for order="pool_lrn" (CaffeNet, GoogLeNet)."""
+    if relu:
+        x = F.relu(x)
+    if order == "lrn_pool":
+        return max_pool(F.local_response_norm(x, size, alpha, beta, k), kernel_size, stride,
+                        padding, ceil_mode)
+    if order == "pool_lrn":
+        return F.local_response_norm(max_pool(x, kernel_size, stride, padding, ceil_mode), size,
+                                     alpha, beta, k)
+    raise ValueError(f"order must be 'lrn_pool' or 'pool_lrn', got {order!r}")
+
+
+def conv_block(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    groups: int = 1,
+    lrn: LRN | None = LRN(),
+    pool: MaxPool | None = MaxPool(),
+    order: str = "lrn_pool",
+) -> torch.Tensor:
+    """An AlexNet block as plain layers: conv2d + bias, ReLU, then LRN and max-pool in `order`
+    ("lrn_pool" or "pool_lrn"); lrn=None or pool=None leaves that layer out."""
+    y = F.relu(F.conv2d(x, weight, bias, stride, padding, 1, groups))
+    layers = []
+    if lrn is not None:
+        layers.append(lambda t: F.local_response_norm(t, lrn.size, lrn.alpha, lrn.beta, lrn.k))
+    if pool is not None:
+        layers.append(lambda t: max_pool(t, pool.kernel_size, pool.stride, pool.padding,
+                                         pool.ceil_mode))
+    if order == "pool_lrn":
+        layers.reverse()
+    for layer in layers:
+        y = layer(y)
+    return y

@@ -1,0 +1,27 @@
+"""Small value types that describe the layers after a convolution in an AlexNet-family block."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .pooling import IntOrPair
+
+
+@dataclass(frozen=True)
+class LRN:
+    """Local response normalization across channels, as F.local_response_norm / Caffe LRN:
+    y_c = x_c / (k + alpha / size * sum_{c' in window(c)} x_c'^2) ** beta, size odd."""
+
+    size: int = 5
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 1.0
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    """Max-pooling; padding is an int, (height, width) or (top, left, bottom, right)."""
+
+    kernel_size: IntOrPair = 3
+    stride: IntOrPair = 2
+    padding: IntOrPair = 0
+    ceil_mode: bool = False

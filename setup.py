@@ -1,0 +1,71 @@
+"""Builds cnnxfer's compiled ops: the CPU extension always, the CUDA kernels when they can be built.
+
+    pip install --no-build-isolation -e .
+
+Environment:
+    FORCE_CUDA=1          build the CUDA kernels even if this torch has no GPU at build time
+    CNNXFER_PORTABLE=1    do not tune the CPU code for this machine (no -march=native)
+    MAX_JOBS=N            parallel compile jobs (ninja)
+"""
+import glob
+import os
+import shutil
+
+import torch
+from setuptools import setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _relative(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def _want_cuda():
+    if os.environ.get("FORCE_CUDA", "0") == "1":
+        return True, "FORCE_CUDA=1"
+    if torch.version.cuda is None:
+        return False, "this torch has no CUDA"
+    if CUDA_HOME is None or shutil.which("nvcc") is None and not os.path.exists(
+        os.path.join(CUDA_HOME, "bin", "nvcc")
+    ):
+        return False, "nvcc not found"
+    return True, f"torch CUDA {torch.version.cuda}, nvcc under {CUDA_HOME}"
+
+
+def _extension():
+    sources = _relative("csrc/*.cpp") + _relative("csrc/cpu/*.cpp")
+    cxx = ["-O3", "-fno-math-errno", "-fopenmp"]
+    portable = os.environ.get("CNNXFER_PORTABLE", "0") == "1"
+    if not portable:
+        cxx.append("-march=native")
+    macros = [("CNNXFER_TORCH_VERSION", f'"{torch.__version__}"')]
+    use_cuda, why = _want_cuda()
+    print(f"cnnxfer: CPU kernels {'portable' if portable else 'tuned for this CPU (-march=native)'}")
+    print(f"cnnxfer: CUDA kernels {'ON' if use_cuda else 'OFF'} ({why})")
+    if use_cuda:
+        sources += _relative("csrc/cuda/*.cu") + _relative("csrc/cuda/*_binding.cpp")
+        macros.append(("CNNXFER_WITH_CUDA", None))
+        return CUDAExtension(
+            "cnnxfer._C",
+            sources,
+            define_macros=macros,
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math"]},
+            extra_link_args=["-fopenmp"],
+        )
+    return CppExtension(
+        "cnnxfer._C",
+        sources,
+        define_macros=macros,
+        extra_compile_args={"cxx": cxx},
+        extra_link_args=["-fopenmp"],
+    )
+
+
+setup(
+    packages=["cnnxfer", "cnnxfer.kernels"],
+    package_dir={"cnnxfer": "cnnxfer", "cnnxfer.kernels": "kernels"},
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
