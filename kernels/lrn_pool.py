@@ -44,6 +44,9 @@ def _relu_lrn_maxpool_kernel(
     out_mask = (cs < C) & (ows < OW)
     x_base = x_ptr + n.to(tl.int64) * xs_n
     neg_inf = float("-inf")
+    # The window's first input row, as a tensor: the interpreter rejects masks built from a
+    # scalar comparison broadcast against a block.
+    row0 = oh * SH - PT + tl.zeros_like(ows)
 
     if POOL_FIRST:
         # p_{c+t} for every channel offset t of the LRN window, pooled from relu(x)
@@ -54,13 +57,13 @@ def _relu_lrn_maxpool_kernel(
             channel_ok = (cc >= 0) & (cc < C) & out_mask
             pooled = tl.full((BLOCK_C, BLOCK_W), neg_inf, ACC)
             for i in tl.static_range(KH):
-                h = oh * SH - PT + i
+                h = row0 + i
                 for j in tl.static_range(KW):
                     w = ows * SW - PL + j
                     valid = channel_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
                     v = tl.load(x_base + cc * xs_c + h * xs_h + w * xs_w, mask=valid,
                                 other=neg_inf).to(ACC)
-                    if RELU:
+                    if RELU:  # turns the -inf pads into 0: harmless, relu'd values are >= 0
                         v = tl.where(v < 0, 0.0, v)
                     pooled = _max_nan(pooled, v)
             pooled = tl.where(channel_ok, pooled, 0.0)
@@ -72,7 +75,7 @@ def _relu_lrn_maxpool_kernel(
     else:
         result = tl.full((BLOCK_C, BLOCK_W), neg_inf, ACC)
         for i in tl.static_range(KH):
-            h = oh * SH - PT + i
+            h = row0 + i
             for j in tl.static_range(KW):
                 w = ows * SW - PL + j
                 inside = out_mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)

@@ -11,6 +11,7 @@
 // -O3 -fno-math-errno and, unless CNNXFER_PORTABLE=1, -march=native); sums and powers are done in
 // float for bf16/fp16 inputs and in double for float64.
 #include "../lrn_pool.h"
+#include "simd_avx512.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -21,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace cnnxfer {
@@ -33,6 +35,24 @@ template <typename T>
 inline T max_nan(T a, T b) {
   return (b > a || b != b) ? b : a;
 }
+
+// acc[i] = max_nan(acc[i], values[i]) for i < n.
+template <typename T>
+void max_into(T* acc, const T* values, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) acc[i] = max_nan(acc[i], values[i]);
+}
+
+#if defined(__AVX512F__)
+template <>
+void max_into<float>(float* acc, const float* values, int64_t n) {
+  for (int64_t i = 0; i < n; i += simd::kFloats) {
+    const __mmask16 lanes = simd::first_lanes(n - i);
+    const __m512 a = _mm512_maskz_loadu_ps(lanes, acc + i);
+    const __m512 v = _mm512_maskz_loadu_ps(lanes, values + i);
+    _mm512_mask_storeu_ps(acc + i, lanes, simd::max_nan(a, v));
+  }
+}
+#endif
 
 // D^-beta, with exact fast forms for the betas real networks use (0.75 in AlexNet, CaffeNet,
 // GoogLeNet): they vectorize, where a pow() call does not.
@@ -59,6 +79,9 @@ struct LrnConstants {
   T beta;
   T k;
   BetaKind kind;
+  // k is a normal positive number, so every denominator is normal or +inf and the approximate
+  // reciprocal square roots are accurate (k = 0 allows denormal or zero denominators).
+  bool denominators_normal;
 };
 
 // LRN across the C rows of a planar block: rows c (stride row_stride), columns [0, length).
@@ -80,9 +103,11 @@ void lrn_planar_impl(T* block, int64_t channels, int64_t row_stride, int64_t len
     std::fill(sums, sums + length, T(0));
     for (int64_t j = first; j <= last; ++j) {
       const T* s = squares + j * length;
+#pragma omp simd
       for (int64_t i = 0; i < length; ++i) sums[i] += s[i];
     }
     T* v = block + c * row_stride;
+#pragma omp simd
     for (int64_t i = 0; i < length; ++i) {
       v[i] *= inverse_power<kind>(p.k + p.alpha_over_size * sums[i], p.beta);
     }
@@ -112,24 +137,124 @@ void lrn_interleaved_impl(T* block, int64_t channels, int64_t length, T* scratch
   }
 }
 
+#if defined(__AVX512F__)
+// D^-beta on 16 lanes for the betas with closed forms (kind != kGeneral).
+template <BetaKind kind>
+inline __m512 inverse_power_avx512(__m512 d, bool denominators_normal) {
+  if constexpr (kind == BetaKind::kThreeQuarters) {
+    if (denominators_normal) return simd::pow_minus_three_quarters(d);
+    const __m512 r = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_sqrt_ps(d));
+    return _mm512_mul_ps(r, _mm512_sqrt_ps(r));
+  } else if constexpr (kind == BetaKind::kHalf) {
+    if (denominators_normal) return simd::rsqrt(d);
+    return _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_sqrt_ps(d));
+  } else {
+    return _mm512_div_ps(_mm512_set1_ps(1.f), d);
+  }
+}
+
+template <BetaKind kind>
+void lrn_planar_avx512(float* block, int64_t channels, int64_t row_stride, int64_t length,
+                       float* scratch, const LrnConstants<float>& p) {
+  float* squares = scratch;  // [C][length]
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* v = block + c * row_stride;
+    float* sq = squares + c * length;
+    for (int64_t i = 0; i < length; i += simd::kFloats) {
+      const __mmask16 lanes = simd::first_lanes(length - i);
+      const __m512 x = _mm512_maskz_loadu_ps(lanes, v + i);
+      _mm512_mask_storeu_ps(sq + i, lanes, _mm512_mul_ps(x, x));
+    }
+  }
+  const int64_t half = p.size / 2;
+  const __m512 k = _mm512_set1_ps(p.k);
+  const __m512 scale = _mm512_set1_ps(p.alpha_over_size);
+  for (int64_t c = 0; c < channels; ++c) {
+    const int64_t first = std::max<int64_t>(0, c - half);
+    const int64_t last = std::min<int64_t>(channels - 1, c + half);
+    float* v = block + c * row_stride;
+    for (int64_t i = 0; i < length; i += simd::kFloats) {
+      const __mmask16 lanes = simd::first_lanes(length - i);
+      __m512 sum = _mm512_setzero_ps();
+      for (int64_t j = first; j <= last; ++j) {
+        sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(lanes, squares + j * length + i));
+      }
+      // masked-off lanes hold d = k: harmless for every form of the power
+      const __m512 d = _mm512_fmadd_ps(scale, sum, k);
+      const __m512 x = _mm512_maskz_loadu_ps(lanes, v + i);
+      _mm512_mask_storeu_ps(v + i, lanes,
+                            _mm512_mul_ps(x, inverse_power_avx512<kind>(d, p.denominators_normal)));
+    }
+  }
+}
+
+template <BetaKind kind>
+void lrn_interleaved_avx512(float* block, int64_t channels, int64_t length, float* scratch,
+                            const LrnConstants<float>& p) {
+  const int64_t half = p.size / 2;
+  float* padded_squares = scratch;  // [half zeros][C][half zeros]
+  std::fill(padded_squares, padded_squares + channels + 2 * half, 0.f);
+  const __m512 k = _mm512_set1_ps(p.k);
+  const __m512 scale = _mm512_set1_ps(p.alpha_over_size);
+  for (int64_t i = 0; i < length; ++i) {
+    float* v = block + i * channels;
+    for (int64_t c = 0; c < channels; c += simd::kFloats) {
+      const __mmask16 lanes = simd::first_lanes(channels - c);
+      const __m512 x = _mm512_maskz_loadu_ps(lanes, v + c);
+      _mm512_mask_storeu_ps(padded_squares + half + c, lanes, _mm512_mul_ps(x, x));
+    }
+    for (int64_t c = 0; c < channels; c += simd::kFloats) {
+      const __mmask16 lanes = simd::first_lanes(channels - c);
+      __m512 sum = _mm512_setzero_ps();
+      for (int64_t t = 0; t < p.size; ++t) {
+        sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(lanes, padded_squares + c + t));
+      }
+      const __m512 d = _mm512_fmadd_ps(scale, sum, k);
+      const __m512 x = _mm512_maskz_loadu_ps(lanes, v + c);
+      _mm512_mask_storeu_ps(v + c, lanes,
+                            _mm512_mul_ps(x, inverse_power_avx512<kind>(d, p.denominators_normal)));
+    }
+  }
+}
+#endif  // __AVX512F__
+
+template <BetaKind kind, typename T>
+void lrn_block_kind(Layout layout, T* block, int64_t channels, int64_t row_stride, int64_t length,
+                    T* scratch, const LrnConstants<T>& p) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float> && kind != BetaKind::kGeneral) {
+    if (layout == Layout::kPlanar) {
+      lrn_planar_avx512<kind>(block, channels, row_stride, length, scratch, p);
+    } else {
+      lrn_interleaved_avx512<kind>(block, channels, length, scratch, p);
+    }
+    return;
+  }
+#endif
+  if (layout == Layout::kPlanar) {
+    lrn_planar_impl<kind>(block, channels, row_stride, length, scratch, p);
+  } else {
+    lrn_interleaved_impl<kind>(block, channels, length, scratch, p);
+  }
+}
+
 template <typename T>
 void lrn_block(Layout layout, T* block, int64_t channels, int64_t row_stride, int64_t length,
                T* scratch, const LrnConstants<T>& p) {
-#define CNNXFER_LRN_CASE(KIND)                                                    \
-  case KIND:                                                                      \
-    if (layout == Layout::kPlanar) {                                              \
-      lrn_planar_impl<KIND>(block, channels, row_stride, length, scratch, p);     \
-    } else {                                                                      \
-      lrn_interleaved_impl<KIND>(block, channels, length, scratch, p);            \
-    }                                                                             \
-    break;
   switch (p.kind) {
-    CNNXFER_LRN_CASE(BetaKind::kThreeQuarters)
-    CNNXFER_LRN_CASE(BetaKind::kHalf)
-    CNNXFER_LRN_CASE(BetaKind::kOne)
-    CNNXFER_LRN_CASE(BetaKind::kGeneral)
+    case BetaKind::kThreeQuarters:
+      return lrn_block_kind<BetaKind::kThreeQuarters>(layout, block, channels, row_stride, length,
+                                                      scratch, p);
+    case BetaKind::kHalf:
+      return lrn_block_kind<BetaKind::kHalf>(layout, block, channels, row_stride, length, scratch,
+                                             p);
+    case BetaKind::kOne:
+      return lrn_block_kind<BetaKind::kOne>(layout, block, channels, row_stride, length, scratch,
+                                            p);
+    case BetaKind::kGeneral:
+      return lrn_block_kind<BetaKind::kGeneral>(layout, block, channels, row_stride, length,
+                                                scratch, p);
   }
-#undef CNNXFER_LRN_CASE
 }
 
 // Horizontal max-pool of one planar row: in has -inf padding on both sides, so every window is
@@ -144,6 +269,19 @@ void hpool_planar_row(const T* in, T* out, int64_t out_width, int64_t kernel, in
   }
 }
 
+#if defined(__AVX512F__)
+// Stride-2 windows over 16 outputs at a time: the even lanes of two loads (permutex2var).
+void hpool_planar_row_stride2_avx512(const float* in, float* out, int64_t out_width,
+                                     int64_t kernel) {
+  for (int64_t o = 0; o < out_width; o += simd::kFloats) {
+    const int64_t n = std::min<int64_t>(simd::kFloats, out_width - o);
+    __m512 best = simd::load_even(in + 2 * o, n);
+    for (int64_t j = 1; j < kernel; ++j) best = simd::max_nan(best, simd::load_even(in + 2 * o + j, n));
+    _mm512_mask_storeu_ps(out + o, simd::first_lanes(n), best);
+  }
+}
+#endif
+
 template <typename T>
 void hpool(Layout layout, const T* row, int64_t padded_width, T* out, int64_t channels,
            int64_t out_width, int64_t kernel, int64_t stride) {
@@ -152,6 +290,12 @@ void hpool(Layout layout, const T* row, int64_t padded_width, T* out, int64_t ch
       const T* in = row + c * padded_width;
       T* o = out + c * out_width;
       if (stride == 2) {
+#if defined(__AVX512F__)
+        if constexpr (std::is_same_v<T, float>) {
+          hpool_planar_row_stride2_avx512(in, o, out_width, kernel);
+          continue;
+        }
+#endif
         hpool_planar_row<2>(in, o, out_width, kernel, stride);
       } else if (stride == 1) {
         hpool_planar_row<1>(in, o, out_width, kernel, stride);
@@ -166,7 +310,7 @@ void hpool(Layout layout, const T* row, int64_t padded_width, T* out, int64_t ch
       std::copy(in, in + channels, o);
       for (int64_t j = 1; j < kernel; ++j) {
         const T* v = in + j * channels;
-        for (int64_t c = 0; c < channels; ++c) o[c] = max_nan(o[c], v[c]);
+        max_into(o, v, channels);
       }
     }
   }
@@ -265,7 +409,7 @@ void relu_lrn_maxpool_kernel(const at::Tensor& x, at::Tensor& y, const LrnPoolGe
           if (h == h_begin) {
             std::copy(pooled, pooled + pooled_values, acc.data());
           } else {
-            for (int64_t i = 0; i < pooled_values; ++i) acc[i] = max_nan(acc[i], pooled[i]);
+            max_into(acc.data(), pooled, pooled_values);
           }
         }
         if (pool_first) lrn_block(layout, acc.data(), C, OW, OW, scratch.data(), lrn);
@@ -305,7 +449,8 @@ at::Tensor relu_lrn_maxpool_cpu(const at::Tensor& x, int64_t size, double alpha,
       at::kBFloat16, at::kHalf, x.scalar_type(), "relu_lrn_maxpool_cpu", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         const LrnConstants<acc_t> lrn{size, static_cast<acc_t>(alpha / size),
-                                      static_cast<acc_t>(beta), static_cast<acc_t>(k), kind};
+                                      static_cast<acc_t>(beta), static_cast<acc_t>(k), kind,
+                                      k >= static_cast<double>(std::numeric_limits<float>::min())};
         relu_lrn_maxpool_kernel<scalar_t>(x, y, g, lrn, pool_first, relu, layout);
       });
   return y;
