@@ -1,0 +1,93 @@
+"""pytest-benchmark set-up for cnnxfer: `pytest benches/ --benchmark`.
+
+Every case times cnnxfer and its anchors in the same run (plain PyTorch eager, torch.compile of
+the same plain PyTorch, and a same-size copy as the memory floor); the summary prints ratios.
+Without --benchmark the files here are collected but skipped, so `pytest` never runs them by
+accident.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+import torch
+
+# case -> provider -> median seconds; case -> bytes moved by the op (read + written)
+_TIMES: dict[str, dict[str, float]] = defaultdict(dict)
+_BYTES: dict[str, tuple[int, int]] = {}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--benchmark", action="store_true", default=False,
+                     help="run cnnxfer's benchmarks (benches/) and print the ratio table")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--benchmark"):
+        return
+    skip = pytest.mark.skip(reason="benchmarks run with: pytest benches/ --benchmark")
+    for item in items:
+        if "benches" in item.path.parts:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _settle_torch():
+    torch._dynamo.config.cache_size_limit = 64  # one compiled reference per case
+    yield
+
+
+@pytest.fixture
+def record():
+    """record(case, provider, benchmark, fn, *, bytes_in=None, bytes_out=None): times fn with
+    pytest-benchmark and keeps its median for the ratio table."""
+
+    def run(case: str, provider: str, benchmark, fn, *, rounds: int = 7, bytes_in=None,
+            bytes_out=None):
+        fn()  # warm-up outside the timing: compilation, first-touch allocations
+        benchmark.group = case
+        benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
+        _TIMES[case][provider] = benchmark.stats.stats.median
+        if bytes_in is not None:
+            _BYTES[case] = (bytes_in, bytes_out)
+
+    return run
+
+
+def _format_table() -> list[str]:
+    lines = ["", "cnnxfer ratios (median times, same run; ratio > 1 means cnnxfer is faster):",
+             f"{'case':44s} {'cnnxfer ms':>10s} {'vs eager':>9s} {'vs compile':>10s} "
+             f"{'floor frac':>10s}"]
+    for case, times in _TIMES.items():
+        ours = times.get("cnnxfer")
+        if ours is None:
+            continue
+        eager = times.get("eager")
+        compiled = times.get("compile")
+        floor = ""
+        if "copy" in times and case in _BYTES:
+            bytes_in, bytes_out = _BYTES[case]
+            # a copy of x moves 2 * bytes_in; the op's floor moves bytes_in + bytes_out
+            floor_s = times["copy"] * (bytes_in + bytes_out) / (2 * bytes_in)
+            floor = f"{floor_s / ours:10.2f}"
+        lines.append(
+            f"{case:44s} {ours * 1e3:10.2f} "
+            f"{(f'{eager / ours:8.1f}x') if eager else '        -':>9s} "
+            f"{(f'{compiled / ours:9.2f}x') if compiled else '         -':>10s} {floor:>10s}")
+    # bf16 against cnnxfer's own fp32 on the same shape and layout
+    pairs = []
+    for case, times in _TIMES.items():
+        if "bf16" in case and "cnnxfer" in times:
+            twin = _TIMES.get(case.replace("bf16", "fp32"), {}).get("cnnxfer")
+            if twin:
+                pairs.append(f"  {case.replace('bf16', '*')}: bf16 {twin / times['cnnxfer']:.2f}x "
+                             f"faster than cnnxfer fp32")
+    if pairs:
+        lines += ["", "bf16 vs cnnxfer fp32:"] + pairs
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _TIMES:
+        for line in _format_table():
+            terminalreporter.write_line(line)
