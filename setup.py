@@ -39,7 +39,7 @@ def _extension():
     cxx = ["-O3", "-fno-math-errno", "-fopenmp"]
     portable = os.environ.get("CNNXFER_PORTABLE", "0") == "1"
     if not portable:
-        cxx += ["-march=native", "-mprefer-vector-width=512"]
+        cxx.append("-march=native")
     macros = [("CNNXFER_TORCH_VERSION", f'"{torch.__version__}"')]
     use_cuda, why = _want_cuda()
     print(f"cnnxfer: CPU kernels {'portable' if portable else 'tuned for this CPU (-march=native)'}")

@@ -11,7 +11,7 @@
 // -O3 -fno-math-errno and, unless CNNXFER_PORTABLE=1, -march=native); sums and powers are done in
 // float for bf16/fp16 inputs and in double for float64.
 #include "../lrn_pool.h"
-#include "simd_avx512.h"
+#include "simd_avx2.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -36,23 +36,109 @@ inline T max_nan(T a, T b) {
   return (b > a || b != b) ? b : a;
 }
 
+// ---------------------------------------------------------------- element-wise row helpers
+
 // acc[i] = max_nan(acc[i], values[i]) for i < n.
 template <typename T>
 void max_into(T* acc, const T* values, int64_t n) {
   for (int64_t i = 0; i < n; ++i) acc[i] = max_nan(acc[i], values[i]);
 }
 
-#if defined(__AVX512F__)
+// dst[i] = float(src[i * stride]), with the ReLU (NaN kept) when relu is set.
+template <typename scalar_t, typename acc_t>
+void load_row(const scalar_t* src, int64_t stride, acc_t* dst, int64_t n, bool relu) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<acc_t>(src[i * stride]);
+  if (relu) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = dst[i] < acc_t(0) ? acc_t(0) : dst[i];
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+void store_row(const acc_t* src, scalar_t* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<scalar_t>(src[i]);
+}
+
+#if defined(CNNXFER_HAVE_AVX2)
 template <>
 void max_into<float>(float* acc, const float* values, int64_t n) {
   for (int64_t i = 0; i < n; i += simd::kFloats) {
-    const __mmask16 lanes = simd::first_lanes(n - i);
-    const __m512 a = _mm512_maskz_loadu_ps(lanes, acc + i);
-    const __m512 v = _mm512_maskz_loadu_ps(lanes, values + i);
-    _mm512_mask_storeu_ps(acc + i, lanes, simd::max_nan(a, v));
+    const int64_t lanes = n - i;
+    simd::store(acc + i, simd::max_nan(simd::load(acc + i, lanes), simd::load(values + i, lanes)),
+                lanes);
   }
 }
-#endif
+
+// Contiguous rows of float, bf16 and fp16 convert 8 values at a time; the last n % 8 one by one
+// (a partial 16-bit vector would need a bounce through memory, which costs more).
+template <typename scalar_t, typename LoadVector>
+inline void load_row_avx2(const scalar_t* src, float* dst, int64_t n, bool relu,
+                          LoadVector load_vector) {
+  int64_t i = 0;
+  for (; i + simd::kFloats <= n; i += simd::kFloats) {
+    const __m256 v = load_vector(i);
+    _mm256_storeu_ps(dst + i, relu ? simd::relu(v) : v);
+  }
+  for (; i < n; ++i) {
+    const float v = static_cast<float>(src[i]);
+    dst[i] = relu && v < 0.f ? 0.f : v;
+  }
+}
+
+template <typename scalar_t, typename StoreVector>
+inline void store_row_avx2(const float* src, scalar_t* dst, int64_t n, StoreVector store_vector) {
+  int64_t i = 0;
+  for (; i + simd::kFloats <= n; i += simd::kFloats) store_vector(i, _mm256_loadu_ps(src + i));
+  for (; i < n; ++i) dst[i] = static_cast<scalar_t>(src[i]);
+}
+
+template <>
+void load_row<float, float>(const float* src, int64_t stride, float* dst, int64_t n, bool relu) {
+  if (stride != 1) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = src[i * stride];
+    if (relu) load_row_avx2(dst, dst, n, true, [&](int64_t i) { return _mm256_loadu_ps(dst + i); });
+    return;
+  }
+  load_row_avx2(src, dst, n, relu, [&](int64_t i) { return _mm256_loadu_ps(src + i); });
+}
+
+template <>
+void load_row<c10::BFloat16, float>(const c10::BFloat16* src, int64_t stride, float* dst,
+                                    int64_t n, bool relu) {
+  if (stride != 1) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i * stride]);
+    if (relu) load_row_avx2(dst, dst, n, true, [&](int64_t i) { return _mm256_loadu_ps(dst + i); });
+    return;
+  }
+  const auto* bits = reinterpret_cast<const uint16_t*>(src);
+  load_row_avx2(src, dst, n, relu, [&](int64_t i) { return simd::load_bf16(bits + i, simd::kFloats); });
+}
+
+template <>
+void load_row<c10::Half, float>(const c10::Half* src, int64_t stride, float* dst, int64_t n,
+                                bool relu) {
+  if (stride != 1) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i * stride]);
+    if (relu) load_row_avx2(dst, dst, n, true, [&](int64_t i) { return _mm256_loadu_ps(dst + i); });
+    return;
+  }
+  const auto* bits = reinterpret_cast<const uint16_t*>(src);
+  load_row_avx2(src, dst, n, relu, [&](int64_t i) { return simd::load_fp16(bits + i, simd::kFloats); });
+}
+
+template <>
+void store_row<c10::BFloat16, float>(const float* src, c10::BFloat16* dst, int64_t n) {
+  auto* bits = reinterpret_cast<uint16_t*>(dst);
+  store_row_avx2(src, dst, n, [&](int64_t i, __m256 v) { simd::store_bf16(bits + i, v, simd::kFloats); });
+}
+
+template <>
+void store_row<c10::Half, float>(const float* src, c10::Half* dst, int64_t n) {
+  auto* bits = reinterpret_cast<uint16_t*>(dst);
+  store_row_avx2(src, dst, n, [&](int64_t i, __m256 v) { simd::store_fp16(bits + i, v, simd::kFloats); });
+}
+#endif  // CNNXFER_HAVE_AVX2
+
+// ---------------------------------------------------------------- local response normalization
 
 // D^-beta, with exact fast forms for the betas real networks use (0.75 in AlexNet, CaffeNet,
 // GoogLeNet): they vectorize, where a pow() call does not.
@@ -85,12 +171,11 @@ struct LrnConstants {
 };
 
 // LRN across the C rows of a planar block: rows c (stride row_stride), columns [0, length).
-// scratch needs (C + 1) * length values.
+// scratch needs C * length values.
 template <BetaKind kind, typename T>
-void lrn_planar_impl(T* block, int64_t channels, int64_t row_stride, int64_t length, T* scratch,
-                     const LrnConstants<T>& p) {
-  T* squares = scratch;                      // [C][length]
-  T* sums = scratch + channels * length;     // [length]
+void lrn_planar(T* block, int64_t channels, int64_t row_stride, int64_t length, T* scratch,
+                const LrnConstants<T>& p) {
+  T* squares = scratch;  // [C][length]
   for (int64_t c = 0; c < channels; ++c) {
     const T* v = block + c * row_stride;
     T* s = squares + c * length;
@@ -100,219 +185,223 @@ void lrn_planar_impl(T* block, int64_t channels, int64_t row_stride, int64_t len
   for (int64_t c = 0; c < channels; ++c) {
     const int64_t first = std::max<int64_t>(0, c - half);
     const int64_t last = std::min<int64_t>(channels - 1, c + half);
-    std::fill(sums, sums + length, T(0));
-    for (int64_t j = first; j <= last; ++j) {
-      const T* s = squares + j * length;
-#pragma omp simd
-      for (int64_t i = 0; i < length; ++i) sums[i] += s[i];
-    }
     T* v = block + c * row_stride;
-#pragma omp simd
     for (int64_t i = 0; i < length; ++i) {
-      v[i] *= inverse_power<kind>(p.k + p.alpha_over_size * sums[i], p.beta);
+      T sum = 0;
+      for (int64_t j = first; j <= last; ++j) sum += squares[j * length + i];
+      v[i] *= inverse_power<kind>(p.k + p.alpha_over_size * sum, p.beta);
     }
   }
 }
 
-// LRN across the C values of each of `length` interleaved pixels (pixel stride = C).
-// scratch needs 2 * C + size values.
+// LRN across the C values of each of `length` interleaved pixels, out of place. `in` points at
+// channel 0 of the first pixel; each pixel (stride in_stride) has size/2 zeros on both sides of
+// its C channels, so every window is read whole, straight from the values.
 template <BetaKind kind, typename T>
-void lrn_interleaved_impl(T* block, int64_t channels, int64_t length, T* scratch,
-                          const LrnConstants<T>& p) {
+void lrn_interleaved(const T* in, int64_t in_stride, T* out, int64_t out_stride,
+                     int64_t channels, int64_t length, const LrnConstants<T>& p) {
   const int64_t half = p.size / 2;
-  T* padded_squares = scratch;                         // [half zeros][C][half zeros]
-  T* sums = scratch + channels + 2 * half;             // [C]
-  std::fill(padded_squares, padded_squares + channels + 2 * half, T(0));
   for (int64_t i = 0; i < length; ++i) {
-    T* v = block + i * channels;
-    for (int64_t c = 0; c < channels; ++c) padded_squares[half + c] = v[c] * v[c];
-    std::fill(sums, sums + channels, T(0));
-    for (int64_t t = 0; t < p.size; ++t) {
-      const T* s = padded_squares + t;
-      for (int64_t c = 0; c < channels; ++c) sums[c] += s[c];
-    }
+    const T* v = in + i * in_stride;
+    T* o = out + i * out_stride;
     for (int64_t c = 0; c < channels; ++c) {
-      v[c] *= inverse_power<kind>(p.k + p.alpha_over_size * sums[c], p.beta);
+      T sum = 0;
+      for (int64_t t = -half; t <= half; ++t) sum += v[c + t] * v[c + t];
+      o[c] = v[c] * inverse_power<kind>(p.k + p.alpha_over_size * sum, p.beta);
     }
   }
 }
 
-#if defined(__AVX512F__)
-// D^-beta on 16 lanes for the betas with closed forms (kind != kGeneral).
+#if defined(CNNXFER_HAVE_AVX2)
+// D^-beta on 8 lanes for the betas with closed forms (kind != kGeneral).
 template <BetaKind kind>
-inline __m512 inverse_power_avx512(__m512 d, bool denominators_normal) {
+inline __m256 inverse_power_avx2(__m256 d, bool denominators_normal) {
+  const __m256 one = _mm256_set1_ps(1.f);
   if constexpr (kind == BetaKind::kThreeQuarters) {
     if (denominators_normal) return simd::pow_minus_three_quarters(d);
-    const __m512 r = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_sqrt_ps(d));
-    return _mm512_mul_ps(r, _mm512_sqrt_ps(r));
+    const __m256 r = _mm256_div_ps(one, _mm256_sqrt_ps(d));
+    return _mm256_mul_ps(r, _mm256_sqrt_ps(r));
   } else if constexpr (kind == BetaKind::kHalf) {
-    if (denominators_normal) return simd::rsqrt(d);
-    return _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_sqrt_ps(d));
+    if (denominators_normal) return simd::pow_minus_half(d);
+    return _mm256_div_ps(one, _mm256_sqrt_ps(d));
   } else {
-    return _mm512_div_ps(_mm512_set1_ps(1.f), d);
+    return _mm256_div_ps(one, d);
   }
 }
 
 template <BetaKind kind>
-void lrn_planar_avx512(float* block, int64_t channels, int64_t row_stride, int64_t length,
-                       float* scratch, const LrnConstants<float>& p) {
+void lrn_planar_avx2(float* block, int64_t channels, int64_t row_stride, int64_t length,
+                     float* scratch, const LrnConstants<float>& p) {
   float* squares = scratch;  // [C][length]
   for (int64_t c = 0; c < channels; ++c) {
     const float* v = block + c * row_stride;
     float* sq = squares + c * length;
     for (int64_t i = 0; i < length; i += simd::kFloats) {
-      const __mmask16 lanes = simd::first_lanes(length - i);
-      const __m512 x = _mm512_maskz_loadu_ps(lanes, v + i);
-      _mm512_mask_storeu_ps(sq + i, lanes, _mm512_mul_ps(x, x));
+      const __m256 x = simd::load(v + i, length - i);
+      simd::store(sq + i, _mm256_mul_ps(x, x), length - i);
     }
   }
   const int64_t half = p.size / 2;
-  const __m512 k = _mm512_set1_ps(p.k);
-  const __m512 scale = _mm512_set1_ps(p.alpha_over_size);
+  const __m256 k = _mm256_set1_ps(p.k);
+  const __m256 scale = _mm256_set1_ps(p.alpha_over_size);
   for (int64_t c = 0; c < channels; ++c) {
     const int64_t first = std::max<int64_t>(0, c - half);
     const int64_t last = std::min<int64_t>(channels - 1, c + half);
     float* v = block + c * row_stride;
     for (int64_t i = 0; i < length; i += simd::kFloats) {
-      const __mmask16 lanes = simd::first_lanes(length - i);
-      __m512 sum = _mm512_setzero_ps();
+      const int64_t lanes = length - i;
+      __m256 sum = _mm256_setzero_ps();
       for (int64_t j = first; j <= last; ++j) {
-        sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(lanes, squares + j * length + i));
+        sum = _mm256_add_ps(sum, simd::load(squares + j * length + i, lanes));
       }
-      // masked-off lanes hold d = k: harmless for every form of the power
-      const __m512 d = _mm512_fmadd_ps(scale, sum, k);
-      const __m512 x = _mm512_maskz_loadu_ps(lanes, v + i);
-      _mm512_mask_storeu_ps(v + i, lanes,
-                            _mm512_mul_ps(x, inverse_power_avx512<kind>(d, p.denominators_normal)));
+      // lanes past the end hold d = k: harmless for every form of the power, and not stored
+      const __m256 d = _mm256_fmadd_ps(scale, sum, k);
+      simd::store(v + i, _mm256_mul_ps(simd::load(v + i, lanes),
+                                       inverse_power_avx2<kind>(d, p.denominators_normal)),
+                  lanes);
+    }
+  }
+}
+
+// Sum of squares over the window [-half, half] around v[0..lanes): two independent chains.
+// kHalf > 0 fixes the window at compile time (size 5, every AlexNet-family net, is kHalf = 2).
+template <int kHalf>
+inline __m256 window_sum_of_squares(const float* v, int64_t half, int64_t lanes) {
+  const int64_t h = kHalf > 0 ? kHalf : half;
+  __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();
+  int64_t t = -h;
+  for (; t + 1 <= h; t += 2) {
+    const __m256 a = simd::load(v + t, lanes), b = simd::load(v + t + 1, lanes);
+    even = _mm256_fmadd_ps(a, a, even);
+    odd = _mm256_fmadd_ps(b, b, odd);
+  }
+  if (t <= h) {
+    const __m256 a = simd::load(v + t, lanes);
+    even = _mm256_fmadd_ps(a, a, even);
+  }
+  return _mm256_add_ps(even, odd);
+}
+
+template <BetaKind kind, int kHalf>
+void lrn_interleaved_avx2_impl(const float* in, int64_t in_stride, float* out, int64_t out_stride,
+                               int64_t channels, int64_t length, const LrnConstants<float>& p) {
+  const int64_t half = p.size / 2;
+  const __m256 k = _mm256_set1_ps(p.k);
+  const __m256 scale = _mm256_set1_ps(p.alpha_over_size);
+  for (int64_t i = 0; i < length; ++i) {
+    const float* v = in + i * in_stride;
+    float* o = out + i * out_stride;
+    for (int64_t c = 0; c < channels; c += simd::kFloats) {
+      // lanes past C would read past the zero gap: they are masked off
+      const int64_t lanes = channels - c;
+      const __m256 d = _mm256_fmadd_ps(scale, window_sum_of_squares<kHalf>(v + c, half, lanes), k);
+      simd::store(o + c, _mm256_mul_ps(simd::load(v + c, lanes),
+                                       inverse_power_avx2<kind>(d, p.denominators_normal)),
+                  lanes);
     }
   }
 }
 
 template <BetaKind kind>
-void lrn_interleaved_avx512(float* block, int64_t channels, int64_t length, float* scratch,
-                            const LrnConstants<float>& p) {
-  const int64_t half = p.size / 2;
-  float* padded_squares = scratch;  // [half zeros][C][half zeros]
-  std::fill(padded_squares, padded_squares + channels + 2 * half, 0.f);
-  const __m512 k = _mm512_set1_ps(p.k);
-  const __m512 scale = _mm512_set1_ps(p.alpha_over_size);
-  for (int64_t i = 0; i < length; ++i) {
-    float* v = block + i * channels;
-    for (int64_t c = 0; c < channels; c += simd::kFloats) {
-      const __mmask16 lanes = simd::first_lanes(channels - c);
-      const __m512 x = _mm512_maskz_loadu_ps(lanes, v + c);
-      _mm512_mask_storeu_ps(padded_squares + half + c, lanes, _mm512_mul_ps(x, x));
-    }
-    for (int64_t c = 0; c < channels; c += simd::kFloats) {
-      const __mmask16 lanes = simd::first_lanes(channels - c);
-      __m512 sum = _mm512_setzero_ps();
-      for (int64_t t = 0; t < p.size; ++t) {
-        sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(lanes, padded_squares + c + t));
-      }
-      const __m512 d = _mm512_fmadd_ps(scale, sum, k);
-      const __m512 x = _mm512_maskz_loadu_ps(lanes, v + c);
-      _mm512_mask_storeu_ps(v + c, lanes,
-                            _mm512_mul_ps(x, inverse_power_avx512<kind>(d, p.denominators_normal)));
-    }
-  }
-}
-#endif  // __AVX512F__
-
-template <BetaKind kind, typename T>
-void lrn_block_kind(Layout layout, T* block, int64_t channels, int64_t row_stride, int64_t length,
-                    T* scratch, const LrnConstants<T>& p) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float> && kind != BetaKind::kGeneral) {
-    if (layout == Layout::kPlanar) {
-      lrn_planar_avx512<kind>(block, channels, row_stride, length, scratch, p);
-    } else {
-      lrn_interleaved_avx512<kind>(block, channels, length, scratch, p);
-    }
-    return;
-  }
-#endif
-  if (layout == Layout::kPlanar) {
-    lrn_planar_impl<kind>(block, channels, row_stride, length, scratch, p);
+void lrn_interleaved_avx2(const float* in, int64_t in_stride, float* out, int64_t out_stride,
+                          int64_t channels, int64_t length, const LrnConstants<float>& p) {
+  if (p.size == 5) {
+    lrn_interleaved_avx2_impl<kind, 2>(in, in_stride, out, out_stride, channels, length, p);
   } else {
-    lrn_interleaved_impl<kind>(block, channels, length, scratch, p);
+    lrn_interleaved_avx2_impl<kind, 0>(in, in_stride, out, out_stride, channels, length, p);
   }
 }
+#endif  // CNNXFER_HAVE_AVX2
 
-template <typename T>
-void lrn_block(Layout layout, T* block, int64_t channels, int64_t row_stride, int64_t length,
-               T* scratch, const LrnConstants<T>& p) {
+// Calls fn(std::integral_constant<BetaKind, kind>) for p.kind, so each beta gets its own loops.
+template <typename T, typename Fn>
+void with_beta_kind(const LrnConstants<T>& p, Fn fn) {
   switch (p.kind) {
     case BetaKind::kThreeQuarters:
-      return lrn_block_kind<BetaKind::kThreeQuarters>(layout, block, channels, row_stride, length,
-                                                      scratch, p);
+      return fn(std::integral_constant<BetaKind, BetaKind::kThreeQuarters>());
     case BetaKind::kHalf:
-      return lrn_block_kind<BetaKind::kHalf>(layout, block, channels, row_stride, length, scratch,
-                                             p);
+      return fn(std::integral_constant<BetaKind, BetaKind::kHalf>());
     case BetaKind::kOne:
-      return lrn_block_kind<BetaKind::kOne>(layout, block, channels, row_stride, length, scratch,
-                                            p);
+      return fn(std::integral_constant<BetaKind, BetaKind::kOne>());
     case BetaKind::kGeneral:
-      return lrn_block_kind<BetaKind::kGeneral>(layout, block, channels, row_stride, length,
-                                                scratch, p);
+      return fn(std::integral_constant<BetaKind, BetaKind::kGeneral>());
   }
 }
 
-// Horizontal max-pool of one planar row: in has -inf padding on both sides, so every window is
-// read whole. The stride is a template parameter for the common strides (1, 2) so the strided
-// loads vectorize; 0 means "read it from `stride`".
-template <int kStride, typename T>
-void hpool_planar_row(const T* in, T* out, int64_t out_width, int64_t kernel, int64_t stride) {
-  const int64_t s = kStride > 0 ? kStride : stride;
-  for (int64_t o = 0; o < out_width; ++o) out[o] = in[o * s];
-  for (int64_t j = 1; j < kernel; ++j) {
-    for (int64_t o = 0; o < out_width; ++o) out[o] = max_nan(out[o], in[o * s + j]);
-  }
-}
-
-#if defined(__AVX512F__)
-// Stride-2 windows over 16 outputs at a time: the even lanes of two loads (permutex2var).
-void hpool_planar_row_stride2_avx512(const float* in, float* out, int64_t out_width,
-                                     int64_t kernel) {
-  for (int64_t o = 0; o < out_width; o += simd::kFloats) {
-    const int64_t n = std::min<int64_t>(simd::kFloats, out_width - o);
-    __m512 best = simd::load_even(in + 2 * o, n);
-    for (int64_t j = 1; j < kernel; ++j) best = simd::max_nan(best, simd::load_even(in + 2 * o + j, n));
-    _mm512_mask_storeu_ps(out + o, simd::first_lanes(n), best);
-  }
-}
+// In place over a planar block [C][row_stride], columns [0, length); scratch: C * length values.
+template <typename T>
+void lrn_planar_block(T* block, int64_t channels, int64_t row_stride, int64_t length, T* scratch,
+                      const LrnConstants<T>& p) {
+  with_beta_kind(p, [&](auto kind_constant) {
+    constexpr BetaKind kind = decltype(kind_constant)::value;
+#if defined(CNNXFER_HAVE_AVX2)
+    if constexpr (std::is_same_v<T, float> && kind != BetaKind::kGeneral) {
+      return lrn_planar_avx2<kind>(block, channels, row_stride, length, scratch, p);
+    }
 #endif
+    lrn_planar<kind>(block, channels, row_stride, length, scratch, p);
+  });
+}
+
+// Out of place over interleaved pixels whose channels have zero gaps (see lrn_interleaved).
+template <typename T>
+void lrn_interleaved_block(const T* in, int64_t in_stride, T* out, int64_t out_stride,
+                           int64_t channels, int64_t length, const LrnConstants<T>& p) {
+  with_beta_kind(p, [&](auto kind_constant) {
+    constexpr BetaKind kind = decltype(kind_constant)::value;
+#if defined(CNNXFER_HAVE_AVX2)
+    if constexpr (std::is_same_v<T, float> && kind != BetaKind::kGeneral) {
+      return lrn_interleaved_avx2<kind>(in, in_stride, out, out_stride, channels, length, p);
+    }
+#endif
+    lrn_interleaved<kind>(in, in_stride, out, out_stride, channels, length, p);
+  });
+}
+
+// ---------------------------------------------------------------- horizontal max-pool
+
+// One planar row; `in` has -inf padding on both sides, so every window is read whole.
+template <typename T>
+void hpool_planar_row(const T* in, T* out, int64_t out_width, int64_t kernel, int64_t stride) {
+#if defined(CNNXFER_HAVE_AVX2)
+  if constexpr (std::is_same_v<T, float>) {
+    if (stride == 2) {  // AlexNet's 3x3/2: even lanes of two loads per 8 outputs
+      for (int64_t o = 0; o < out_width; o += simd::kFloats) {
+        const int64_t n = std::min<int64_t>(simd::kFloats, out_width - o);
+        __m256 best = simd::load_even(in + 2 * o, n);
+        for (int64_t j = 1; j < kernel; ++j) {
+          best = simd::max_nan(best, simd::load_even(in + 2 * o + j, n));
+        }
+        simd::store(out + o, best, n);
+      }
+      return;
+    }
+  }
+#endif
+  for (int64_t o = 0; o < out_width; ++o) out[o] = in[o * stride];
+  for (int64_t j = 1; j < kernel; ++j) {
+    for (int64_t o = 0; o < out_width; ++o) out[o] = max_nan(out[o], in[o * stride + j]);
+  }
+}
+
+// Planar: rows [C][row_stride] -> [C][out_width]. Interleaved: pixels (stride pixel_stride, C
+// channels each) -> [out_width][C]. The input has -inf padding, so every window is read whole.
+template <typename T>
+void hpool_planar(const T* row, int64_t row_stride, T* out, int64_t channels, int64_t out_width,
+                  int64_t kernel, int64_t stride) {
+  for (int64_t c = 0; c < channels; ++c) {
+    hpool_planar_row(row + c * row_stride, out + c * out_width, out_width, kernel, stride);
+  }
+}
 
 template <typename T>
-void hpool(Layout layout, const T* row, int64_t padded_width, T* out, int64_t channels,
-           int64_t out_width, int64_t kernel, int64_t stride) {
-  if (layout == Layout::kPlanar) {
-    for (int64_t c = 0; c < channels; ++c) {
-      const T* in = row + c * padded_width;
-      T* o = out + c * out_width;
-      if (stride == 2) {
-#if defined(__AVX512F__)
-        if constexpr (std::is_same_v<T, float>) {
-          hpool_planar_row_stride2_avx512(in, o, out_width, kernel);
-          continue;
-        }
-#endif
-        hpool_planar_row<2>(in, o, out_width, kernel, stride);
-      } else if (stride == 1) {
-        hpool_planar_row<1>(in, o, out_width, kernel, stride);
-      } else {
-        hpool_planar_row<0>(in, o, out_width, kernel, stride);
-      }
-    }
-  } else {
-    for (int64_t ow = 0; ow < out_width; ++ow) {
-      T* o = out + ow * channels;
-      const T* in = row + ow * stride * channels;
-      std::copy(in, in + channels, o);
-      for (int64_t j = 1; j < kernel; ++j) {
-        const T* v = in + j * channels;
-        max_into(o, v, channels);
-      }
-    }
+void hpool_interleaved(const T* row, int64_t pixel_stride, T* out, int64_t channels,
+                       int64_t out_width, int64_t kernel, int64_t stride) {
+  for (int64_t ow = 0; ow < out_width; ++ow) {
+    T* o = out + ow * channels;
+    const T* in = row + ow * stride * pixel_stride;
+    std::copy(in, in + channels, o);
+    for (int64_t j = 1; j < kernel; ++j) max_into(o, in + j * pixel_stride, channels);
   }
 }
 
@@ -325,13 +414,13 @@ void relu_lrn_maxpool_kernel(const at::Tensor& x, at::Tensor& y, const LrnPoolGe
   const int64_t OH = g.out_height, OW = g.out_width;
   const int64_t kh = g.kernel_h, kw = g.kernel_w, sh = g.stride_h, sw = g.stride_w;
   const int64_t pt = g.pad_top, pl = g.pad_left;
-  // Width of a row with its -inf padding: room for the left pad and for the last window.
+  const int64_t half = lrn.size / 2;
+  const bool planar = layout == Layout::kPlanar;
+  // Columns of a row with its -inf padding: room for the left pad and for the last window.
   const int64_t padded_width = std::max(pl + W, (OW - 1) * sw + kw);
-  const int64_t row_values = C * padded_width;
+  // Interleaved pixels keep `half` zeros on both sides of their channels (see lrn_interleaved).
+  const int64_t gapped_pixel = C + 2 * half;
   const int64_t pooled_values = C * OW;
-  const int64_t lrn_length = pool_first ? OW : W;
-  const int64_t scratch_values =
-      std::max((C + 1) * lrn_length, 2 * C + lrn.size);
 
   // Work units: (image, band of output rows). Split images into bands only when there are too few
   // images to keep every thread busy; a band boundary recomputes kernel_h - stride_h rows.
@@ -345,49 +434,67 @@ void relu_lrn_maxpool_kernel(const at::Tensor& x, at::Tensor& y, const LrnPoolGe
   const int64_t ys_n = y.stride(0), ys_c = y.stride(1), ys_h = y.stride(2);
   const acc_t neg_inf = -std::numeric_limits<acc_t>::infinity();
 
+  // Every buffer below is private to a thread and carries simd slack at its end (see simd::store).
+  constexpr int64_t kSlack = 8;
   at::parallel_for(0, N * bands, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> row(row_values, neg_inf);  // padding columns stay -inf
-    std::vector<acc_t> ring(kh * pooled_values);
+    // planar: [C][padded_width], -inf outside the image columns.
+    // interleaved: [padded_width][gapped_pixel], zero gaps, -inf channels outside the image.
+    std::vector<acc_t> row;
+    // interleaved, LRN first: the normalized row [padded_width][C], -inf outside the image.
+    std::vector<acc_t> normalized;
+    // interleaved, pool first: the pooled row with zero gaps [OW][gapped_pixel].
+    std::vector<acc_t> gapped;
+    std::vector<acc_t> scratch;  // planar LRN: squares
+    if (planar) {
+      row.assign(C * padded_width + kSlack, neg_inf);
+      scratch.resize(C * (pool_first ? OW : W) + kSlack);
+    } else {
+      row.assign(padded_width * gapped_pixel + kSlack, acc_t(0));
+      for (int64_t w = 0; w < padded_width; ++w) {
+        if (w < pl || w >= pl + W) {
+          std::fill_n(row.data() + w * gapped_pixel + half, C, neg_inf);
+        }
+      }
+      if (pool_first) {
+        gapped.assign(OW * gapped_pixel + kSlack, acc_t(0));
+      } else {
+        normalized.assign(padded_width * C + kSlack, neg_inf);
+      }
+    }
+    std::vector<acc_t> ring(kh * pooled_values + kSlack);  // pooled rows, slot h % kh
     std::vector<int64_t> ring_row(kh);
-    std::vector<acc_t> acc(pooled_values);
-    std::vector<acc_t> scratch(scratch_values);
+    std::vector<acc_t> acc(pooled_values + kSlack);         // the output row being built
 
-    // Loads input row h with the ReLU into `row`, normalizes it (LRN first order) and pools it
-    // horizontally into `out`.
+    // Input row h -> ReLU -> (LRN first) -> horizontal pool -> out [C][OW] or [OW][C].
     auto compute_row = [&](int64_t n, int64_t h, acc_t* out) {
       const scalar_t* src = x_data + n * xs_n + h * xs_h;
-      if (layout == Layout::kPlanar) {
+      if (planar) {
         for (int64_t c = 0; c < C; ++c) {
-          const scalar_t* s = src + c * xs_c;
-          acc_t* d = row.data() + c * padded_width + pl;
-          if (xs_w == 1) {
-            for (int64_t w = 0; w < W; ++w) d[w] = static_cast<acc_t>(s[w]);
-          } else {
-            for (int64_t w = 0; w < W; ++w) d[w] = static_cast<acc_t>(s[w * xs_w]);
+          const scalar_t* channel_row = src + c * xs_c;
+          if (h + 1 < H) {
+            // The C rows are C separate streams in memory, too many for the hardware prefetcher:
+            // ask for the next row's lines while this one is converted.
+            const char* next = reinterpret_cast<const char*>(channel_row + xs_h);
+            for (int64_t b = 0; b < W * xs_w * int64_t(sizeof(scalar_t)); b += 64) {
+              __builtin_prefetch(next + b);
+            }
           }
-          if (relu) {
-            for (int64_t w = 0; w < W; ++w) d[w] = d[w] < acc_t(0) ? acc_t(0) : d[w];
-          }
+          load_row(channel_row, xs_w, row.data() + c * padded_width + pl, W, relu);
         }
+        if (!pool_first) lrn_planar_block(row.data() + pl, C, padded_width, W, scratch.data(), lrn);
+        hpool_planar(row.data(), padded_width, out, C, OW, kw, sw);
       } else {
         for (int64_t w = 0; w < W; ++w) {
-          const scalar_t* s = src + w * xs_w;
-          acc_t* d = row.data() + (pl + w) * C;
-          if (xs_c == 1) {
-            for (int64_t c = 0; c < C; ++c) d[c] = static_cast<acc_t>(s[c]);
-          } else {
-            for (int64_t c = 0; c < C; ++c) d[c] = static_cast<acc_t>(s[c * xs_c]);
-          }
-          if (relu) {
-            for (int64_t c = 0; c < C; ++c) d[c] = d[c] < acc_t(0) ? acc_t(0) : d[c];
-          }
+          load_row(src + w * xs_w, xs_c, row.data() + (pl + w) * gapped_pixel + half, C, relu);
+        }
+        if (pool_first) {
+          hpool_interleaved(row.data() + half, gapped_pixel, out, C, OW, kw, sw);
+        } else {
+          lrn_interleaved_block(row.data() + pl * gapped_pixel + half, gapped_pixel,
+                                normalized.data() + pl * C, C, C, W, lrn);
+          hpool_interleaved(normalized.data(), C, out, C, OW, kw, sw);
         }
       }
-      if (!pool_first) {
-        acc_t* valid = layout == Layout::kPlanar ? row.data() + pl : row.data() + pl * C;
-        lrn_block(layout, valid, C, padded_width, W, scratch.data(), lrn);
-      }
-      hpool(layout, row.data(), padded_width, out, C, OW, kw, sw);
     };
 
     for (int64_t unit = begin; unit < end; ++unit) {
@@ -412,16 +519,21 @@ void relu_lrn_maxpool_kernel(const at::Tensor& x, at::Tensor& y, const LrnPoolGe
             max_into(acc.data(), pooled, pooled_values);
           }
         }
-        if (pool_first) lrn_block(layout, acc.data(), C, OW, OW, scratch.data(), lrn);
-        scalar_t* dst = y_data + n * ys_n + oh * ys_h;
-        if (layout == Layout::kPlanar) {
-          for (int64_t c = 0; c < C; ++c) {
-            scalar_t* d = dst + c * ys_c;
-            const acc_t* a = acc.data() + c * OW;
-            for (int64_t ow = 0; ow < OW; ++ow) d[ow] = static_cast<scalar_t>(a[ow]);
+        if (pool_first) {
+          if (planar) {
+            lrn_planar_block(acc.data(), C, OW, OW, scratch.data(), lrn);
+          } else {
+            for (int64_t ow = 0; ow < OW; ++ow) {
+              std::copy_n(acc.data() + ow * C, C, gapped.data() + ow * gapped_pixel + half);
+            }
+            lrn_interleaved_block(gapped.data() + half, gapped_pixel, acc.data(), C, C, OW, lrn);
           }
+        }
+        scalar_t* dst = y_data + n * ys_n + oh * ys_h;
+        if (planar) {
+          for (int64_t c = 0; c < C; ++c) store_row(acc.data() + c * OW, dst + c * ys_c, OW);
         } else {  // channels_last output: the row [OW][C] is contiguous
-          for (int64_t i = 0; i < pooled_values; ++i) dst[i] = static_cast<scalar_t>(acc[i]);
+          store_row(acc.data(), dst, pooled_values);
         }
       }
     }
