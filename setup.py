@@ -51,7 +51,7 @@ def _extension():
             "cnnxfer._C",
             sources,
             define_macros=macros,
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math"]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
             extra_link_args=["-fopenmp"],
         )
     return CppExtension(

@@ -170,44 +170,28 @@ struct LrnConstants {
   bool denominators_normal;
 };
 
-// LRN across the C rows of a planar block: rows c (stride row_stride), columns [0, length).
-// scratch needs C * length values.
-template <BetaKind kind, typename T>
-void lrn_planar(T* block, int64_t channels, int64_t row_stride, int64_t length, T* scratch,
-                const LrnConstants<T>& p) {
-  T* squares = scratch;  // [C][length]
-  for (int64_t c = 0; c < channels; ++c) {
-    const T* v = block + c * row_stride;
-    T* s = squares + c * length;
-    for (int64_t i = 0; i < length; ++i) s[i] = v[i] * v[i];
-  }
-  const int64_t half = p.size / 2;
-  for (int64_t c = 0; c < channels; ++c) {
-    const int64_t first = std::max<int64_t>(0, c - half);
-    const int64_t last = std::min<int64_t>(channels - 1, c + half);
-    T* v = block + c * row_stride;
-    for (int64_t i = 0; i < length; ++i) {
-      T sum = 0;
-      for (int64_t j = first; j <= last; ++j) sum += squares[j * length + i];
-      v[i] *= inverse_power<kind>(p.k + p.alpha_over_size * sum, p.beta);
-    }
-  }
-}
+// A block of C channels x L positions, addressed as in[c * channel_stride + i * position_stride].
+// Planar blocks ([C][W], NCHW) have position_stride 1; interleaved ones ([W][C], channels_last)
+// have channel_stride 1. The LRN input always carries size/2 zero channels before channel 0 and
+// after channel C - 1, so every channel window is read whole, straight from the values, and the
+// normalization is out of place.
+struct BlockStrides {
+  int64_t channel;
+  int64_t position;
+};
 
-// LRN across the C values of each of `length` interleaved pixels, out of place. `in` points at
-// channel 0 of the first pixel; each pixel (stride in_stride) has size/2 zeros on both sides of
-// its C channels, so every window is read whole, straight from the values.
+// out(c, i) = in(c, i) * (k + alpha/size * sum_{|t| <= size/2} in(c + t, i)^2)^-beta
 template <BetaKind kind, typename T>
-void lrn_interleaved(const T* in, int64_t in_stride, T* out, int64_t out_stride,
-                     int64_t channels, int64_t length, const LrnConstants<T>& p) {
+void lrn(const T* in, BlockStrides in_strides, T* out, BlockStrides out_strides,
+         int64_t channels, int64_t length, const LrnConstants<T>& p) {
   const int64_t half = p.size / 2;
-  for (int64_t i = 0; i < length; ++i) {
-    const T* v = in + i * in_stride;
-    T* o = out + i * out_stride;
-    for (int64_t c = 0; c < channels; ++c) {
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t i = 0; i < length; ++i) {
+      const T* v = in + c * in_strides.channel + i * in_strides.position;
       T sum = 0;
-      for (int64_t t = -half; t <= half; ++t) sum += v[c + t] * v[c + t];
-      o[c] = v[c] * inverse_power<kind>(p.k + p.alpha_over_size * sum, p.beta);
+      for (int64_t t = -half; t <= half; ++t) sum += v[t * in_strides.channel] * v[t * in_strides.channel];
+      out[c * out_strides.channel + i * out_strides.position] =
+          v[0] * inverse_power<kind>(p.k + p.alpha_over_size * sum, p.beta);
     }
   }
 }
@@ -229,86 +213,49 @@ inline __m256 inverse_power_avx2(__m256 d, bool denominators_normal) {
   }
 }
 
-template <BetaKind kind>
-void lrn_planar_avx2(float* block, int64_t channels, int64_t row_stride, int64_t length,
-                     float* scratch, const LrnConstants<float>& p) {
-  float* squares = scratch;  // [C][length]
-  for (int64_t c = 0; c < channels; ++c) {
-    const float* v = block + c * row_stride;
-    float* sq = squares + c * length;
-    for (int64_t i = 0; i < length; i += simd::kFloats) {
-      const __m256 x = simd::load(v + i, length - i);
-      simd::store(sq + i, _mm256_mul_ps(x, x), length - i);
-    }
-  }
-  const int64_t half = p.size / 2;
-  const __m256 k = _mm256_set1_ps(p.k);
-  const __m256 scale = _mm256_set1_ps(p.alpha_over_size);
-  for (int64_t c = 0; c < channels; ++c) {
-    const int64_t first = std::max<int64_t>(0, c - half);
-    const int64_t last = std::min<int64_t>(channels - 1, c + half);
-    float* v = block + c * row_stride;
-    for (int64_t i = 0; i < length; i += simd::kFloats) {
-      const int64_t lanes = length - i;
-      __m256 sum = _mm256_setzero_ps();
-      for (int64_t j = first; j <= last; ++j) {
-        sum = _mm256_add_ps(sum, simd::load(squares + j * length + i, lanes));
-      }
-      // lanes past the end hold d = k: harmless for every form of the power, and not stored
-      const __m256 d = _mm256_fmadd_ps(scale, sum, k);
-      simd::store(v + i, _mm256_mul_ps(simd::load(v + i, lanes),
-                                       inverse_power_avx2<kind>(d, p.denominators_normal)),
-                  lanes);
-    }
-  }
-}
-
-// Sum of squares over the window [-half, half] around v[0..lanes): two independent chains.
-// kHalf > 0 fixes the window at compile time (size 5, every AlexNet-family net, is kHalf = 2).
+// Sum of squares of the window v[t * step], |t| <= half, on `lanes` lanes, in two independent
+// chains. kHalf > 0 fixes the window at compile time (size 5, every AlexNet-family net: kHalf 2).
 template <int kHalf>
-inline __m256 window_sum_of_squares(const float* v, int64_t half, int64_t lanes) {
+inline __m256 window_sum_of_squares(const float* v, int64_t step, int64_t half, int64_t lanes) {
   const int64_t h = kHalf > 0 ? kHalf : half;
   __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();
   int64_t t = -h;
   for (; t + 1 <= h; t += 2) {
-    const __m256 a = simd::load(v + t, lanes), b = simd::load(v + t + 1, lanes);
+    const __m256 a = simd::load(v + t * step, lanes), b = simd::load(v + (t + 1) * step, lanes);
     even = _mm256_fmadd_ps(a, a, even);
     odd = _mm256_fmadd_ps(b, b, odd);
   }
   if (t <= h) {
-    const __m256 a = simd::load(v + t, lanes);
+    const __m256 a = simd::load(v + t * step, lanes);
     even = _mm256_fmadd_ps(a, a, even);
   }
   return _mm256_add_ps(even, odd);
 }
 
+// Eight lanes along the block's contiguous axis (positions when planar, channels when
+// interleaved); the channel window is `step` apart. Lanes past the end are masked off.
 template <BetaKind kind, int kHalf>
-void lrn_interleaved_avx2_impl(const float* in, int64_t in_stride, float* out, int64_t out_stride,
-                               int64_t channels, int64_t length, const LrnConstants<float>& p) {
+void lrn_avx2_impl(const float* in, BlockStrides in_strides, float* out, BlockStrides out_strides,
+                   int64_t channels, int64_t length, const LrnConstants<float>& p) {
   const int64_t half = p.size / 2;
   const __m256 k = _mm256_set1_ps(p.k);
   const __m256 scale = _mm256_set1_ps(p.alpha_over_size);
-  for (int64_t i = 0; i < length; ++i) {
-    const float* v = in + i * in_stride;
-    float* o = out + i * out_stride;
-    for (int64_t c = 0; c < channels; c += simd::kFloats) {
-      // lanes past C would read past the zero gap: they are masked off
-      const int64_t lanes = channels - c;
-      const __m256 d = _mm256_fmadd_ps(scale, window_sum_of_squares<kHalf>(v + c, half, lanes), k);
-      simd::store(o + c, _mm256_mul_ps(simd::load(v + c, lanes),
+  const bool planar = in_strides.position == 1;
+  const int64_t outer = planar ? channels : length;
+  const int64_t inner = planar ? length : channels;
+  const int64_t in_outer = planar ? in_strides.channel : in_strides.position;
+  const int64_t out_outer = planar ? out_strides.channel : out_strides.position;
+  for (int64_t o = 0; o < outer; ++o) {
+    const float* v = in + o * in_outer;
+    float* w = out + o * out_outer;
+    for (int64_t i = 0; i < inner; i += simd::kFloats) {
+      const int64_t lanes = inner - i;
+      const __m256 sum = window_sum_of_squares<kHalf>(v + i, in_strides.channel, half, lanes);
+      const __m256 d = _mm256_fmadd_ps(scale, sum, k);
+      simd::store(w + i, _mm256_mul_ps(simd::load(v + i, lanes),
                                        inverse_power_avx2<kind>(d, p.denominators_normal)),
                   lanes);
     }
-  }
-}
-
-template <BetaKind kind>
-void lrn_interleaved_avx2(const float* in, int64_t in_stride, float* out, int64_t out_stride,
-                          int64_t channels, int64_t length, const LrnConstants<float>& p) {
-  if (p.size == 5) {
-    lrn_interleaved_avx2_impl<kind, 2>(in, in_stride, out, out_stride, channels, length, p);
-  } else {
-    lrn_interleaved_avx2_impl<kind, 0>(in, in_stride, out, out_stride, channels, length, p);
   }
 }
 #endif  // CNNXFER_HAVE_AVX2
@@ -328,33 +275,23 @@ void with_beta_kind(const LrnConstants<T>& p, Fn fn) {
   }
 }
 
-// In place over a planar block [C][row_stride], columns [0, length); scratch: C * length values.
 template <typename T>
-void lrn_planar_block(T* block, int64_t channels, int64_t row_stride, int64_t length, T* scratch,
-                      const LrnConstants<T>& p) {
+void lrn_block(const T* in, BlockStrides in_strides, T* out, BlockStrides out_strides,
+               int64_t channels, int64_t length, const LrnConstants<T>& p) {
   with_beta_kind(p, [&](auto kind_constant) {
     constexpr BetaKind kind = decltype(kind_constant)::value;
 #if defined(CNNXFER_HAVE_AVX2)
+    const bool unit_stride = in_strides.position == 1 || in_strides.channel == 1;
     if constexpr (std::is_same_v<T, float> && kind != BetaKind::kGeneral) {
-      return lrn_planar_avx2<kind>(block, channels, row_stride, length, scratch, p);
+      if (unit_stride && p.size == 5) {
+        return lrn_avx2_impl<kind, 2>(in, in_strides, out, out_strides, channels, length, p);
+      }
+      if (unit_stride) {
+        return lrn_avx2_impl<kind, 0>(in, in_strides, out, out_strides, channels, length, p);
+      }
     }
 #endif
-    lrn_planar<kind>(block, channels, row_stride, length, scratch, p);
-  });
-}
-
-// Out of place over interleaved pixels whose channels have zero gaps (see lrn_interleaved).
-template <typename T>
-void lrn_interleaved_block(const T* in, int64_t in_stride, T* out, int64_t out_stride,
-                           int64_t channels, int64_t length, const LrnConstants<T>& p) {
-  with_beta_kind(p, [&](auto kind_constant) {
-    constexpr BetaKind kind = decltype(kind_constant)::value;
-#if defined(CNNXFER_HAVE_AVX2)
-    if constexpr (std::is_same_v<T, float> && kind != BetaKind::kGeneral) {
-      return lrn_interleaved_avx2<kind>(in, in_stride, out, out_stride, channels, length, p);
-    }
-#endif
-    lrn_interleaved<kind>(in, in_stride, out, out_stride, channels, length, p);
+    lrn<kind>(in, in_strides, out, out_strides, channels, length, p);
   });
 }
 
@@ -415,12 +352,24 @@ void relu_lrn_maxpool_kernel(const at::Tensor& x, at::Tensor& y, const LrnPoolGe
   const int64_t kh = g.kernel_h, kw = g.kernel_w, sh = g.stride_h, sw = g.stride_w;
   const int64_t pt = g.pad_top, pl = g.pad_left;
   const int64_t half = lrn.size / 2;
+  const int64_t gapped_channels = C + 2 * half;  // zero channels on both sides (see lrn)
   const bool planar = layout == Layout::kPlanar;
   // Columns of a row with its -inf padding: room for the left pad and for the last window.
   const int64_t padded_width = std::max(pl + W, (OW - 1) * sw + kw);
-  // Interleaved pixels keep `half` zeros on both sides of their channels (see lrn_interleaved).
-  const int64_t gapped_pixel = C + 2 * half;
   const int64_t pooled_values = C * OW;
+
+  // Buffer layouts, as (channel stride, position stride):
+  //   row         the ReLU'd input row, zero-gapped channels, -inf outside the image columns
+  //   normalized  the LRN of the row (LRN first), -inf outside the image columns
+  //   pooled      a horizontally pooled row and the output row being built
+  //   gapped      the output row again with zero-gapped channels (pool first, LRN input)
+  const BlockStrides row_strides = planar ? BlockStrides{padded_width, 1}
+                                          : BlockStrides{1, gapped_channels};
+  const BlockStrides normalized_strides = planar ? BlockStrides{padded_width, 1}
+                                                 : BlockStrides{1, C};
+  const BlockStrides pooled_strides = planar ? BlockStrides{OW, 1} : BlockStrides{1, C};
+  const BlockStrides gapped_strides = planar ? BlockStrides{OW, 1}
+                                             : BlockStrides{1, gapped_channels};
 
   // Work units: (image, band of output rows). Split images into bands only when there are too few
   // images to keep every thread busy; a band boundary recomputes kernel_h - stride_h rows.
@@ -434,38 +383,28 @@ void relu_lrn_maxpool_kernel(const at::Tensor& x, at::Tensor& y, const LrnPoolGe
   const int64_t ys_n = y.stride(0), ys_c = y.stride(1), ys_h = y.stride(2);
   const acc_t neg_inf = -std::numeric_limits<acc_t>::infinity();
 
-  // Every buffer below is private to a thread and carries simd slack at its end (see simd::store).
+  // Every buffer is private to a thread and carries simd slack at its end (see simd::store).
   constexpr int64_t kSlack = 8;
   at::parallel_for(0, N * bands, 1, [&](int64_t begin, int64_t end) {
-    // planar: [C][padded_width], -inf outside the image columns.
-    // interleaved: [padded_width][gapped_pixel], zero gaps, -inf channels outside the image.
-    std::vector<acc_t> row;
-    // interleaved, LRN first: the normalized row [padded_width][C], -inf outside the image.
+    std::vector<acc_t> row(gapped_channels * padded_width + kSlack, acc_t(0));
+    acc_t* row_c0 = row.data() + half * row_strides.channel;
     std::vector<acc_t> normalized;
-    // interleaved, pool first: the pooled row with zero gaps [OW][gapped_pixel].
     std::vector<acc_t> gapped;
-    std::vector<acc_t> scratch;  // planar LRN: squares
-    if (planar) {
-      row.assign(C * padded_width + kSlack, neg_inf);
-      scratch.resize(C * (pool_first ? OW : W) + kSlack);
-    } else {
-      row.assign(padded_width * gapped_pixel + kSlack, acc_t(0));
+    for (int64_t c = 0; c < C; ++c) {
       for (int64_t w = 0; w < padded_width; ++w) {
-        if (w < pl || w >= pl + W) {
-          std::fill_n(row.data() + w * gapped_pixel + half, C, neg_inf);
-        }
+        if (w < pl || w >= pl + W) row_c0[c * row_strides.channel + w * row_strides.position] = neg_inf;
       }
-      if (pool_first) {
-        gapped.assign(OW * gapped_pixel + kSlack, acc_t(0));
-      } else {
-        normalized.assign(padded_width * C + kSlack, neg_inf);
-      }
+    }
+    if (pool_first) {
+      gapped.assign(gapped_channels * OW + kSlack, acc_t(0));
+    } else {
+      normalized.assign(C * padded_width + kSlack, neg_inf);
     }
     std::vector<acc_t> ring(kh * pooled_values + kSlack);  // pooled rows, slot h % kh
     std::vector<int64_t> ring_row(kh);
     std::vector<acc_t> acc(pooled_values + kSlack);         // the output row being built
 
-    // Input row h -> ReLU -> (LRN first) -> horizontal pool -> out [C][OW] or [OW][C].
+    // Input row h -> ReLU -> (LRN first) -> horizontal pool -> out (pooled layout).
     auto compute_row = [&](int64_t n, int64_t h, acc_t* out) {
       const scalar_t* src = x_data + n * xs_n + h * xs_h;
       if (planar) {
@@ -479,21 +418,26 @@ void relu_lrn_maxpool_kernel(const at::Tensor& x, at::Tensor& y, const LrnPoolGe
               __builtin_prefetch(next + b);
             }
           }
-          load_row(channel_row, xs_w, row.data() + c * padded_width + pl, W, relu);
+          load_row(channel_row, xs_w, row_c0 + c * row_strides.channel + pl, W, relu);
         }
-        if (!pool_first) lrn_planar_block(row.data() + pl, C, padded_width, W, scratch.data(), lrn);
-        hpool_planar(row.data(), padded_width, out, C, OW, kw, sw);
       } else {
         for (int64_t w = 0; w < W; ++w) {
-          load_row(src + w * xs_w, xs_c, row.data() + (pl + w) * gapped_pixel + half, C, relu);
+          load_row(src + w * xs_w, xs_c, row_c0 + (pl + w) * row_strides.position, C, relu);
         }
-        if (pool_first) {
-          hpool_interleaved(row.data() + half, gapped_pixel, out, C, OW, kw, sw);
-        } else {
-          lrn_interleaved_block(row.data() + pl * gapped_pixel + half, gapped_pixel,
-                                normalized.data() + pl * C, C, C, W, lrn);
-          hpool_interleaved(normalized.data(), C, out, C, OW, kw, sw);
-        }
+      }
+      const acc_t* pool_input = row_c0;
+      BlockStrides pool_input_strides = row_strides;
+      if (!pool_first) {
+        lrn_block(row_c0 + pl * row_strides.position, row_strides,
+                  normalized.data() + pl * normalized_strides.position, normalized_strides, C, W,
+                  lrn);
+        pool_input = normalized.data();
+        pool_input_strides = normalized_strides;
+      }
+      if (planar) {
+        hpool_planar(pool_input, pool_input_strides.channel, out, C, OW, kw, sw);
+      } else {
+        hpool_interleaved(pool_input, pool_input_strides.position, out, C, OW, kw, sw);
       }
     };
 
@@ -520,14 +464,16 @@ void relu_lrn_maxpool_kernel(const at::Tensor& x, at::Tensor& y, const LrnPoolGe
           }
         }
         if (pool_first) {
+          acc_t* gapped_c0 = gapped.data() + half * gapped_strides.channel;
           if (planar) {
-            lrn_planar_block(acc.data(), C, OW, OW, scratch.data(), lrn);
+            std::copy(acc.data(), acc.data() + pooled_values, gapped_c0);
           } else {
             for (int64_t ow = 0; ow < OW; ++ow) {
-              std::copy_n(acc.data() + ow * C, C, gapped.data() + ow * gapped_pixel + half);
+              std::copy_n(acc.data() + ow * C, C, gapped_c0 + ow * gapped_channels);
             }
-            lrn_interleaved_block(gapped.data() + half, gapped_pixel, acc.data(), C, C, OW, lrn);
           }
+          lrn_block(static_cast<const acc_t*>(gapped_c0), gapped_strides, acc.data(),
+                    pooled_strides, C, OW, lrn);
         }
         scalar_t* dst = y_data + n * ys_n + oh * ys_h;
         if (planar) {

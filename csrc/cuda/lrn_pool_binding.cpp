@@ -4,7 +4,7 @@
 #include "lrn_pool_cuda.h"
 
 #include <ATen/ATen.h>
-// The stream comes from c10's header (at::cuda re-exports c10::cuda): ATen/cuda/CUDAContext.h would
+// The stream comes from c10's own header: ATen/cuda/CUDAContext.h would
 // also pull in the cuBLAS, cuSPARSE and cuSOLVER headers, which this file does not use.
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -73,7 +73,7 @@ at::Tensor relu_lrn_maxpool_cuda(const at::Tensor& x, int64_t size, double alpha
   lg.relu = relu;
 
   const cudaError_t err = launch_relu_lrn_maxpool(x.const_data_ptr(), y.mutable_data_ptr(), dtype,
-                                                  lg, at::cuda::getCurrentCUDAStream().stream());
+                                                  lg, c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == cudaSuccess, "relu_lrn_maxpool: CUDA kernel launch failed: ",
               cudaGetErrorString(err));
   return y;

@@ -1,0 +1,44 @@
+"""The `cnnxfer` command and the compiled library's loader."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cnnxfer import _extension, cli
+
+
+def test_demo_runs_checks_and_prints_ratio(capsys):
+    assert cli.main(["demo", "--batch", "2", "--repeats", "1", "--cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "max abs error vs float64 reference" in out
+    assert "cnnxfer is" in out and "faster" in out
+
+
+def test_demo_rejects_bad_batch():
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--batch", "0"])
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "cnnxfer.cli", "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and "demo" in result.stdout
+
+
+def test_missing_library_says_why_and_how_to_fix(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cnnxfer._C", None)  # makes `from . import _C` fail
+    with pytest.raises(_extension.ExtensionError) as info:
+        _extension.load()
+    message = str(info.value)
+    assert "cnnxfer._C" in message and "failed to load" in message
+    assert "pip install --no-build-isolation -e ." in message
+
+
+def test_library_built_for_another_torch_is_refused(monkeypatch):
+    from cnnxfer import _C
+
+    monkeypatch.setattr(_C, "torch_version", "0.0.1")
+    with pytest.raises(_extension.ExtensionError, match="built against torch 0.0.1"):
+        _extension.load()
