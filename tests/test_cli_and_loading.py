@@ -28,7 +28,11 @@ def test_console_script_is_installed():
 
 
 def test_missing_library_says_why_and_how_to_fix(monkeypatch):
-    monkeypatch.setitem(sys.modules, "cnnxfer._C", None)  # makes `from . import _C` fail
+    import cnnxfer
+
+    # `from . import _C` then finds no attribute and a None module entry: an ImportError
+    monkeypatch.delattr(cnnxfer, "_C")
+    monkeypatch.setitem(sys.modules, "cnnxfer._C", None)
     with pytest.raises(_extension.ExtensionError) as info:
         _extension.load()
     message = str(info.value)
