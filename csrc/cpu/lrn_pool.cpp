@@ -1,22 +1,24 @@
 // CPU kernel of cnnxfer::relu_lrn_maxpool.
 //
 // One pass over the input: the image is walked row by row; each input row is loaded once (with the
-// ReLU and the conversion to the accumulation type), normalized across channels, pooled
-// horizontally, and kept in a ring of kernel_h rows; each output row is the element-wise max of the
-// ring rows its window covers. Overlapping windows (3x3 stride 2) therefore reuse rows instead of
-// recomputing the LRN. Two row layouts follow the input's memory format:
-//   planar      [C][W]  (NCHW input): inner loops run along W;
-//   interleaved [W][C]  (channels_last input): inner loops run along C.
-// Inner loops are plain contiguous loops written for the compiler's auto-vectorizer (the build uses
-// -O3 -fno-math-errno and, unless CNNXFER_PORTABLE=1, -march=native); sums and powers are done in
-// float for bf16/fp16 inputs and in double for float64.
+// ReLU and the conversion to the accumulation type) into a [W][C] buffer, normalized across
+// channels, pooled horizontally, and kept in a ring of kernel_h rows; each output row is the
+// element-wise max of the ring rows its window covers. Overlapping windows (3x3 stride 2) thus
+// reuse rows instead of recomputing the LRN.
+//
+// Inside, a row is always [pixel][channel], with size/2 zero channels on both sides of every pixel:
+// the LRN then reads each window whole, straight from the values, with vectors along C (a
+// multiple of 8 in real networks), and writes out of place. NCHW rows are transposed into that
+// layout on load (8x8 blocks) and back on store, so NCHW and channels_last share one fast path.
+// Vector code is AVX2+FMA (simd_avx2.h) when the compiler targets it; plain loops otherwise and
+// for float64. Sums and powers are done in float for bf16/fp16 inputs and in double for float64.
 #include "../lrn_pool.h"
 #include "simd_avx2.h"
 
+#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -28,34 +30,22 @@
 namespace cnnxfer {
 namespace {
 
-enum class Layout { kPlanar, kInterleaved };
-
 // max that lets a NaN through, as torch.max_pool2d does.
 template <typename T>
 inline T max_nan(T a, T b) {
   return (b > a || b != b) ? b : a;
 }
 
-// ---------------------------------------------------------------- element-wise row helpers
+// relu that keeps NaN, as torch.relu does.
+template <typename T>
+inline T relu_nan(T v) {
+  return v < T(0) ? T(0) : v;
+}
 
 // acc[i] = max_nan(acc[i], values[i]) for i < n.
 template <typename T>
 void max_into(T* acc, const T* values, int64_t n) {
   for (int64_t i = 0; i < n; ++i) acc[i] = max_nan(acc[i], values[i]);
-}
-
-// dst[i] = float(src[i * stride]), with the ReLU (NaN kept) when relu is set.
-template <typename scalar_t, typename acc_t>
-void load_row(const scalar_t* src, int64_t stride, acc_t* dst, int64_t n, bool relu) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<acc_t>(src[i * stride]);
-  if (relu) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = dst[i] < acc_t(0) ? acc_t(0) : dst[i];
-  }
-}
-
-template <typename scalar_t, typename acc_t>
-void store_row(const acc_t* src, scalar_t* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<scalar_t>(src[i]);
 }
 
 #if defined(CNNXFER_HAVE_AVX2)
@@ -68,75 +58,112 @@ void max_into<float>(float* acc, const float* values, int64_t n) {
   }
 }
 
-// Contiguous rows of float, bf16 and fp16 convert 8 values at a time; the last n % 8 one by one
-// (a partial 16-bit vector would need a bounce through memory, which costs more).
-template <typename scalar_t, typename LoadVector>
-inline void load_row_avx2(const scalar_t* src, float* dst, int64_t n, bool relu,
-                          LoadVector load_vector) {
-  int64_t i = 0;
-  for (; i + simd::kFloats <= n; i += simd::kFloats) {
-    const __m256 v = load_vector(i);
-    _mm256_storeu_ps(dst + i, relu ? simd::relu(v) : v);
-  }
-  for (; i < n; ++i) {
-    const float v = static_cast<float>(src[i]);
-    dst[i] = relu && v < 0.f ? 0.f : v;
-  }
+// Eight values of the tensor's dtype <-> eight floats.
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const c10::BFloat16* p) {
+  return simd::load_bf16(reinterpret_cast<const uint16_t*>(p), simd::kFloats);
 }
-
-template <typename scalar_t, typename StoreVector>
-inline void store_row_avx2(const float* src, scalar_t* dst, int64_t n, StoreVector store_vector) {
-  int64_t i = 0;
-  for (; i + simd::kFloats <= n; i += simd::kFloats) store_vector(i, _mm256_loadu_ps(src + i));
-  for (; i < n; ++i) dst[i] = static_cast<scalar_t>(src[i]);
+inline __m256 load8(const c10::Half* p) {
+  return simd::load_fp16(reinterpret_cast<const uint16_t*>(p), simd::kFloats);
 }
-
-template <>
-void load_row<float, float>(const float* src, int64_t stride, float* dst, int64_t n, bool relu) {
-  if (stride != 1) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = src[i * stride];
-    if (relu) load_row_avx2(dst, dst, n, true, [&](int64_t i) { return _mm256_loadu_ps(dst + i); });
-    return;
-  }
-  load_row_avx2(src, dst, n, relu, [&](int64_t i) { return _mm256_loadu_ps(src + i); });
+inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+inline void store8(c10::BFloat16* p, __m256 v) {
+  simd::store_bf16(reinterpret_cast<uint16_t*>(p), v, simd::kFloats);
 }
-
-template <>
-void load_row<c10::BFloat16, float>(const c10::BFloat16* src, int64_t stride, float* dst,
-                                    int64_t n, bool relu) {
-  if (stride != 1) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i * stride]);
-    if (relu) load_row_avx2(dst, dst, n, true, [&](int64_t i) { return _mm256_loadu_ps(dst + i); });
-    return;
-  }
-  const auto* bits = reinterpret_cast<const uint16_t*>(src);
-  load_row_avx2(src, dst, n, relu, [&](int64_t i) { return simd::load_bf16(bits + i, simd::kFloats); });
-}
-
-template <>
-void load_row<c10::Half, float>(const c10::Half* src, int64_t stride, float* dst, int64_t n,
-                                bool relu) {
-  if (stride != 1) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i * stride]);
-    if (relu) load_row_avx2(dst, dst, n, true, [&](int64_t i) { return _mm256_loadu_ps(dst + i); });
-    return;
-  }
-  const auto* bits = reinterpret_cast<const uint16_t*>(src);
-  load_row_avx2(src, dst, n, relu, [&](int64_t i) { return simd::load_fp16(bits + i, simd::kFloats); });
-}
-
-template <>
-void store_row<c10::BFloat16, float>(const float* src, c10::BFloat16* dst, int64_t n) {
-  auto* bits = reinterpret_cast<uint16_t*>(dst);
-  store_row_avx2(src, dst, n, [&](int64_t i, __m256 v) { simd::store_bf16(bits + i, v, simd::kFloats); });
-}
-
-template <>
-void store_row<c10::Half, float>(const float* src, c10::Half* dst, int64_t n) {
-  auto* bits = reinterpret_cast<uint16_t*>(dst);
-  store_row_avx2(src, dst, n, [&](int64_t i, __m256 v) { simd::store_fp16(bits + i, v, simd::kFloats); });
+inline void store8(c10::Half* p, __m256 v) {
+  simd::store_fp16(reinterpret_cast<uint16_t*>(p), v, simd::kFloats);
 }
 #endif  // CNNXFER_HAVE_AVX2
+
+// ---------------------------------------------------------------- rows in and out
+
+// One input row (image n, row h; src points at channel 0, column 0) -> dst[w * pixel_stride + c],
+// with the ReLU when relu is set. Any strides; vector paths for channels_last (xs_c == 1) and
+// NCHW (xs_w == 1) rows, the latter through 8x8 transposes.
+template <typename scalar_t, typename acc_t>
+void load_pixels(const scalar_t* src, int64_t xs_c, int64_t xs_w, acc_t* dst, int64_t pixel_stride,
+                 int64_t C, int64_t W, bool relu) {
+  int64_t c_done = 0, w_done = 0;  // the vector code covers channels [0, c_done) x [0, w_done)
+#if defined(CNNXFER_HAVE_AVX2)
+  if constexpr (std::is_same_v<acc_t, float>) {
+    const __m256 zero = _mm256_setzero_ps();
+    if (xs_c == 1) {
+      c_done = C - C % simd::kFloats;
+      w_done = W;
+      for (int64_t w = 0; w < W; ++w) {
+        for (int64_t c = 0; c < c_done; c += simd::kFloats) {
+          const __m256 v = load8(src + w * xs_w + c);
+          _mm256_storeu_ps(dst + w * pixel_stride + c, relu ? _mm256_max_ps(zero, v) : v);
+        }
+      }
+    } else if (xs_w == 1) {
+      c_done = C - C % simd::kFloats;
+      w_done = W - W % simd::kFloats;
+      __m256 block[simd::kFloats];
+      for (int64_t c = 0; c < c_done; c += simd::kFloats) {
+        for (int64_t w = 0; w < w_done; w += simd::kFloats) {
+          for (int64_t i = 0; i < simd::kFloats; ++i) {
+            const __m256 v = load8(src + (c + i) * xs_c + w);
+            block[i] = relu ? _mm256_max_ps(zero, v) : v;  // maxps(0, NaN) is NaN
+          }
+          simd::transpose8x8(block);
+          for (int64_t j = 0; j < simd::kFloats; ++j) {
+            _mm256_storeu_ps(dst + (w + j) * pixel_stride + c, block[j]);
+          }
+        }
+      }
+    }
+  }
+#endif
+  auto load_one = [&](int64_t c, int64_t w) {
+    const acc_t v = static_cast<acc_t>(src[c * xs_c + w * xs_w]);
+    dst[w * pixel_stride + c] = relu ? relu_nan(v) : v;
+  };
+  for (int64_t c = 0; c < c_done; ++c) {
+    for (int64_t w = w_done; w < W; ++w) load_one(c, w);
+  }
+  for (int64_t c = c_done; c < C; ++c) {
+    for (int64_t w = 0; w < W; ++w) load_one(c, w);
+  }
+}
+
+// src [OW][C] -> one output row (dst points at channel 0, column 0), any strides; vector paths
+// for channels_last (ys_c == 1) and NCHW (ys_w == 1) outputs.
+template <typename scalar_t, typename acc_t>
+void store_pixels(const acc_t* src, int64_t C, int64_t OW, scalar_t* dst, int64_t ys_c,
+                  int64_t ys_w) {
+  int64_t c_done = 0, w_done = 0;
+#if defined(CNNXFER_HAVE_AVX2)
+  if constexpr (std::is_same_v<acc_t, float>) {
+    if (ys_c == 1) {
+      c_done = C - C % simd::kFloats;
+      w_done = OW;
+      for (int64_t w = 0; w < OW; ++w) {
+        for (int64_t c = 0; c < c_done; c += simd::kFloats) {
+          store8(dst + w * ys_w + c, _mm256_loadu_ps(src + w * C + c));
+        }
+      }
+    } else if (ys_w == 1) {
+      c_done = C - C % simd::kFloats;
+      w_done = OW - OW % simd::kFloats;
+      __m256 block[simd::kFloats];
+      for (int64_t c = 0; c < c_done; c += simd::kFloats) {
+        for (int64_t w = 0; w < w_done; w += simd::kFloats) {
+          for (int64_t j = 0; j < simd::kFloats; ++j) block[j] = _mm256_loadu_ps(src + (w + j) * C + c);
+          simd::transpose8x8(block);
+          for (int64_t i = 0; i < simd::kFloats; ++i) store8(dst + (c + i) * ys_c + w, block[i]);
+        }
+      }
+    }
+  }
+#endif
+  for (int64_t c = 0; c < c_done; ++c) {
+    for (int64_t w = w_done; w < OW; ++w) dst[c * ys_c + w * ys_w] = static_cast<scalar_t>(src[w * C + c]);
+  }
+  for (int64_t c = c_done; c < C; ++c) {
+    for (int64_t w = 0; w < OW; ++w) dst[c * ys_c + w * ys_w] = static_cast<scalar_t>(src[w * C + c]);
+  }
+}
 
 // ---------------------------------------------------------------- local response normalization
 
@@ -170,28 +197,20 @@ struct LrnConstants {
   bool denominators_normal;
 };
 
-// A block of C channels x L positions, addressed as in[c * channel_stride + i * position_stride].
-// Planar blocks ([C][W], NCHW) have position_stride 1; interleaved ones ([W][C], channels_last)
-// have channel_stride 1. The LRN input always carries size/2 zero channels before channel 0 and
-// after channel C - 1, so every channel window is read whole, straight from the values, and the
-// normalization is out of place.
-struct BlockStrides {
-  int64_t channel;
-  int64_t position;
-};
-
-// out(c, i) = in(c, i) * (k + alpha/size * sum_{|t| <= size/2} in(c + t, i)^2)^-beta
+// out[i * out_stride + c] = in(c) * (k + alpha/size * sum_{|t| <= size/2} in(c + t)^2)^-beta for
+// `length` pixels. `in` points at channel 0 of the first pixel; each pixel (stride in_stride)
+// carries size/2 zero channels on both sides, so every window is read whole.
 template <BetaKind kind, typename T>
-void lrn(const T* in, BlockStrides in_strides, T* out, BlockStrides out_strides,
-         int64_t channels, int64_t length, const LrnConstants<T>& p) {
+void lrn(const T* in, int64_t in_stride, T* out, int64_t out_stride, int64_t channels,
+         int64_t length, const LrnConstants<T>& p) {
   const int64_t half = p.size / 2;
-  for (int64_t c = 0; c < channels; ++c) {
-    for (int64_t i = 0; i < length; ++i) {
-      const T* v = in + c * in_strides.channel + i * in_strides.position;
+  for (int64_t i = 0; i < length; ++i) {
+    const T* v = in + i * in_stride;
+    T* o = out + i * out_stride;
+    for (int64_t c = 0; c < channels; ++c) {
       T sum = 0;
-      for (int64_t t = -half; t <= half; ++t) sum += v[t * in_strides.channel] * v[t * in_strides.channel];
-      out[c * out_strides.channel + i * out_strides.position] =
-          v[0] * inverse_power<kind>(p.k + p.alpha_over_size * sum, p.beta);
+      for (int64_t t = -half; t <= half; ++t) sum += v[c + t] * v[c + t];
+      o[c] = v[c] * inverse_power<kind>(p.k + p.alpha_over_size * sum, p.beta);
     }
   }
 }
@@ -213,46 +232,39 @@ inline __m256 inverse_power_avx2(__m256 d, bool denominators_normal) {
   }
 }
 
-// Sum of squares of the window v[t * step], |t| <= half, on `lanes` lanes, in two independent
-// chains. kHalf > 0 fixes the window at compile time (size 5, every AlexNet-family net: kHalf 2).
+// Sum of squares of the window v[t], |t| <= half, on `lanes` lanes, in two independent chains.
+// kHalf > 0 fixes the window at compile time (size 5, every AlexNet-family net: kHalf = 2).
 template <int kHalf>
-inline __m256 window_sum_of_squares(const float* v, int64_t step, int64_t half, int64_t lanes) {
+inline __m256 window_sum_of_squares(const float* v, int64_t half, int64_t lanes) {
   const int64_t h = kHalf > 0 ? kHalf : half;
   __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();
   int64_t t = -h;
   for (; t + 1 <= h; t += 2) {
-    const __m256 a = simd::load(v + t * step, lanes), b = simd::load(v + (t + 1) * step, lanes);
+    const __m256 a = simd::load(v + t, lanes), b = simd::load(v + t + 1, lanes);
     even = _mm256_fmadd_ps(a, a, even);
     odd = _mm256_fmadd_ps(b, b, odd);
   }
   if (t <= h) {
-    const __m256 a = simd::load(v + t * step, lanes);
+    const __m256 a = simd::load(v + t, lanes);
     even = _mm256_fmadd_ps(a, a, even);
   }
   return _mm256_add_ps(even, odd);
 }
 
-// Eight lanes along the block's contiguous axis (positions when planar, channels when
-// interleaved); the channel window is `step` apart. Lanes past the end are masked off.
+// Vectors along C; lanes past C would read past the zero gap, so they are masked off.
 template <BetaKind kind, int kHalf>
-void lrn_avx2_impl(const float* in, BlockStrides in_strides, float* out, BlockStrides out_strides,
-                   int64_t channels, int64_t length, const LrnConstants<float>& p) {
+void lrn_avx2(const float* in, int64_t in_stride, float* out, int64_t out_stride, int64_t channels,
+              int64_t length, const LrnConstants<float>& p) {
   const int64_t half = p.size / 2;
   const __m256 k = _mm256_set1_ps(p.k);
   const __m256 scale = _mm256_set1_ps(p.alpha_over_size);
-  const bool planar = in_strides.position == 1;
-  const int64_t outer = planar ? channels : length;
-  const int64_t inner = planar ? length : channels;
-  const int64_t in_outer = planar ? in_strides.channel : in_strides.position;
-  const int64_t out_outer = planar ? out_strides.channel : out_strides.position;
-  for (int64_t o = 0; o < outer; ++o) {
-    const float* v = in + o * in_outer;
-    float* w = out + o * out_outer;
-    for (int64_t i = 0; i < inner; i += simd::kFloats) {
-      const int64_t lanes = inner - i;
-      const __m256 sum = window_sum_of_squares<kHalf>(v + i, in_strides.channel, half, lanes);
-      const __m256 d = _mm256_fmadd_ps(scale, sum, k);
-      simd::store(w + i, _mm256_mul_ps(simd::load(v + i, lanes),
+  for (int64_t i = 0; i < length; ++i) {
+    const float* v = in + i * in_stride;
+    float* o = out + i * out_stride;
+    for (int64_t c = 0; c < channels; c += simd::kFloats) {
+      const int64_t lanes = channels - c;
+      const __m256 d = _mm256_fmadd_ps(scale, window_sum_of_squares<kHalf>(v + c, half, lanes), k);
+      simd::store(o + c, _mm256_mul_ps(simd::load(v + c, lanes),
                                        inverse_power_avx2<kind>(d, p.denominators_normal)),
                   lanes);
     }
@@ -276,64 +288,26 @@ void with_beta_kind(const LrnConstants<T>& p, Fn fn) {
 }
 
 template <typename T>
-void lrn_block(const T* in, BlockStrides in_strides, T* out, BlockStrides out_strides,
-               int64_t channels, int64_t length, const LrnConstants<T>& p) {
+void lrn_pixels(const T* in, int64_t in_stride, T* out, int64_t out_stride, int64_t channels,
+                int64_t length, const LrnConstants<T>& p) {
   with_beta_kind(p, [&](auto kind_constant) {
     constexpr BetaKind kind = decltype(kind_constant)::value;
 #if defined(CNNXFER_HAVE_AVX2)
-    const bool unit_stride = in_strides.position == 1 || in_strides.channel == 1;
     if constexpr (std::is_same_v<T, float> && kind != BetaKind::kGeneral) {
-      if (unit_stride && p.size == 5) {
-        return lrn_avx2_impl<kind, 2>(in, in_strides, out, out_strides, channels, length, p);
-      }
-      if (unit_stride) {
-        return lrn_avx2_impl<kind, 0>(in, in_strides, out, out_strides, channels, length, p);
-      }
+      if (p.size == 5) return lrn_avx2<kind, 2>(in, in_stride, out, out_stride, channels, length, p);
+      return lrn_avx2<kind, 0>(in, in_stride, out, out_stride, channels, length, p);
     }
 #endif
-    lrn<kind>(in, in_strides, out, out_strides, channels, length, p);
+    lrn<kind>(in, in_stride, out, out_stride, channels, length, p);
   });
 }
 
 // ---------------------------------------------------------------- horizontal max-pool
 
-// One planar row; `in` has -inf padding on both sides, so every window is read whole.
+// Pixels (stride pixel_stride, C channels each, -inf outside the image) -> out [out_width][C].
 template <typename T>
-void hpool_planar_row(const T* in, T* out, int64_t out_width, int64_t kernel, int64_t stride) {
-#if defined(CNNXFER_HAVE_AVX2)
-  if constexpr (std::is_same_v<T, float>) {
-    if (stride == 2) {  // AlexNet's 3x3/2: even lanes of two loads per 8 outputs
-      for (int64_t o = 0; o < out_width; o += simd::kFloats) {
-        const int64_t n = std::min<int64_t>(simd::kFloats, out_width - o);
-        __m256 best = simd::load_even(in + 2 * o, n);
-        for (int64_t j = 1; j < kernel; ++j) {
-          best = simd::max_nan(best, simd::load_even(in + 2 * o + j, n));
-        }
-        simd::store(out + o, best, n);
-      }
-      return;
-    }
-  }
-#endif
-  for (int64_t o = 0; o < out_width; ++o) out[o] = in[o * stride];
-  for (int64_t j = 1; j < kernel; ++j) {
-    for (int64_t o = 0; o < out_width; ++o) out[o] = max_nan(out[o], in[o * stride + j]);
-  }
-}
-
-// Planar: rows [C][row_stride] -> [C][out_width]. Interleaved: pixels (stride pixel_stride, C
-// channels each) -> [out_width][C]. The input has -inf padding, so every window is read whole.
-template <typename T>
-void hpool_planar(const T* row, int64_t row_stride, T* out, int64_t channels, int64_t out_width,
-                  int64_t kernel, int64_t stride) {
-  for (int64_t c = 0; c < channels; ++c) {
-    hpool_planar_row(row + c * row_stride, out + c * out_width, out_width, kernel, stride);
-  }
-}
-
-template <typename T>
-void hpool_interleaved(const T* row, int64_t pixel_stride, T* out, int64_t channels,
-                       int64_t out_width, int64_t kernel, int64_t stride) {
+void hpool(const T* row, int64_t pixel_stride, T* out, int64_t channels, int64_t out_width,
+           int64_t kernel, int64_t stride) {
   for (int64_t ow = 0; ow < out_width; ++ow) {
     T* o = out + ow * channels;
     const T* in = row + ow * stride * pixel_stride;
@@ -342,34 +316,22 @@ void hpool_interleaved(const T* row, int64_t pixel_stride, T* out, int64_t chann
   }
 }
 
+// ---------------------------------------------------------------- the kernel
+
 template <typename scalar_t>
 void relu_lrn_maxpool_kernel(const at::Tensor& x, at::Tensor& y, const LrnPoolGeometry& g,
                              const LrnConstants<at::opmath_type<scalar_t>>& lrn, bool pool_first,
-                             bool relu, Layout layout) {
+                             bool relu) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t N = g.batch, C = g.channels, H = g.height, W = g.width;
   const int64_t OH = g.out_height, OW = g.out_width;
   const int64_t kh = g.kernel_h, kw = g.kernel_w, sh = g.stride_h, sw = g.stride_w;
   const int64_t pt = g.pad_top, pl = g.pad_left;
   const int64_t half = lrn.size / 2;
-  const int64_t gapped_channels = C + 2 * half;  // zero channels on both sides (see lrn)
-  const bool planar = layout == Layout::kPlanar;
-  // Columns of a row with its -inf padding: room for the left pad and for the last window.
+  const int64_t gapped = C + 2 * half;  // a pixel with its zero channels (see lrn)
+  // Pixels of a row with its -inf padding: room for the left pad and for the last window.
   const int64_t padded_width = std::max(pl + W, (OW - 1) * sw + kw);
   const int64_t pooled_values = C * OW;
-
-  // Buffer layouts, as (channel stride, position stride):
-  //   row         the ReLU'd input row, zero-gapped channels, -inf outside the image columns
-  //   normalized  the LRN of the row (LRN first), -inf outside the image columns
-  //   pooled      a horizontally pooled row and the output row being built
-  //   gapped      the output row again with zero-gapped channels (pool first, LRN input)
-  const BlockStrides row_strides = planar ? BlockStrides{padded_width, 1}
-                                          : BlockStrides{1, gapped_channels};
-  const BlockStrides normalized_strides = planar ? BlockStrides{padded_width, 1}
-                                                 : BlockStrides{1, C};
-  const BlockStrides pooled_strides = planar ? BlockStrides{OW, 1} : BlockStrides{1, C};
-  const BlockStrides gapped_strides = planar ? BlockStrides{OW, 1}
-                                             : BlockStrides{1, gapped_channels};
 
   // Work units: (image, band of output rows). Split images into bands only when there are too few
   // images to keep every thread busy; a band boundary recomputes kernel_h - stride_h rows.
@@ -380,64 +342,40 @@ void relu_lrn_maxpool_kernel(const at::Tensor& x, at::Tensor& y, const LrnPoolGe
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
   scalar_t* y_data = y.mutable_data_ptr<scalar_t>();
   const int64_t xs_n = x.stride(0), xs_c = x.stride(1), xs_h = x.stride(2), xs_w = x.stride(3);
-  const int64_t ys_n = y.stride(0), ys_c = y.stride(1), ys_h = y.stride(2);
+  const int64_t ys_n = y.stride(0), ys_c = y.stride(1), ys_h = y.stride(2), ys_w = y.stride(3);
   const acc_t neg_inf = -std::numeric_limits<acc_t>::infinity();
 
   // Every buffer is private to a thread and carries simd slack at its end (see simd::store).
   constexpr int64_t kSlack = 8;
   at::parallel_for(0, N * bands, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> row(gapped_channels * padded_width + kSlack, acc_t(0));
-    acc_t* row_c0 = row.data() + half * row_strides.channel;
-    std::vector<acc_t> normalized;
-    std::vector<acc_t> gapped;
-    for (int64_t c = 0; c < C; ++c) {
-      for (int64_t w = 0; w < padded_width; ++w) {
-        if (w < pl || w >= pl + W) row_c0[c * row_strides.channel + w * row_strides.position] = neg_inf;
-      }
+    // The input row: [padded_width][gapped], zero gaps, -inf channels outside the image.
+    std::vector<acc_t> row(padded_width * gapped + kSlack, acc_t(0));
+    acc_t* row_c0 = row.data() + half;
+    for (int64_t w = 0; w < padded_width; ++w) {
+      if (w < pl || w >= pl + W) std::fill_n(row_c0 + w * gapped, C, neg_inf);
     }
+    // LRN first: the normalized row [padded_width][C], -inf outside the image.
+    // Pool first: the output row again, with zero gaps [OW][gapped], as the LRN's input.
+    std::vector<acc_t> normalized, pooled_gapped;
     if (pool_first) {
-      gapped.assign(gapped_channels * OW + kSlack, acc_t(0));
+      pooled_gapped.assign(OW * gapped + kSlack, acc_t(0));
     } else {
-      normalized.assign(C * padded_width + kSlack, neg_inf);
+      normalized.assign(padded_width * C + kSlack, neg_inf);
     }
-    std::vector<acc_t> ring(kh * pooled_values + kSlack);  // pooled rows, slot h % kh
+    std::vector<acc_t> ring(kh * pooled_values + kSlack);  // pooled rows [OW][C], slot h % kh
     std::vector<int64_t> ring_row(kh);
     std::vector<acc_t> acc(pooled_values + kSlack);         // the output row being built
 
-    // Input row h -> ReLU -> (LRN first) -> horizontal pool -> out (pooled layout).
+    // Input row h -> ReLU -> (LRN first) -> horizontal pool -> out [OW][C].
     auto compute_row = [&](int64_t n, int64_t h, acc_t* out) {
-      const scalar_t* src = x_data + n * xs_n + h * xs_h;
-      if (planar) {
-        for (int64_t c = 0; c < C; ++c) {
-          const scalar_t* channel_row = src + c * xs_c;
-          if (h + 1 < H) {
-            // The C rows are C separate streams in memory, too many for the hardware prefetcher:
-            // ask for the next row's lines while this one is converted.
-            const char* next = reinterpret_cast<const char*>(channel_row + xs_h);
-            for (int64_t b = 0; b < W * xs_w * int64_t(sizeof(scalar_t)); b += 64) {
-              __builtin_prefetch(next + b);
-            }
-          }
-          load_row(channel_row, xs_w, row_c0 + c * row_strides.channel + pl, W, relu);
-        }
+      load_pixels(x_data + n * xs_n + h * xs_h, xs_c, xs_w, row_c0 + pl * gapped, gapped, C, W,
+                  relu);
+      if (pool_first) {
+        hpool(static_cast<const acc_t*>(row_c0), gapped, out, C, OW, kw, sw);
       } else {
-        for (int64_t w = 0; w < W; ++w) {
-          load_row(src + w * xs_w, xs_c, row_c0 + (pl + w) * row_strides.position, C, relu);
-        }
-      }
-      const acc_t* pool_input = row_c0;
-      BlockStrides pool_input_strides = row_strides;
-      if (!pool_first) {
-        lrn_block(row_c0 + pl * row_strides.position, row_strides,
-                  normalized.data() + pl * normalized_strides.position, normalized_strides, C, W,
-                  lrn);
-        pool_input = normalized.data();
-        pool_input_strides = normalized_strides;
-      }
-      if (planar) {
-        hpool_planar(pool_input, pool_input_strides.channel, out, C, OW, kw, sw);
-      } else {
-        hpool_interleaved(pool_input, pool_input_strides.position, out, C, OW, kw, sw);
+        lrn_pixels(static_cast<const acc_t*>(row_c0 + pl * gapped), gapped,
+                   normalized.data() + pl * C, C, C, W, lrn);
+        hpool(static_cast<const acc_t*>(normalized.data()), C, out, C, OW, kw, sw);
       }
     };
 
@@ -464,23 +402,13 @@ void relu_lrn_maxpool_kernel(const at::Tensor& x, at::Tensor& y, const LrnPoolGe
           }
         }
         if (pool_first) {
-          acc_t* gapped_c0 = gapped.data() + half * gapped_strides.channel;
-          if (planar) {
-            std::copy(acc.data(), acc.data() + pooled_values, gapped_c0);
-          } else {
-            for (int64_t ow = 0; ow < OW; ++ow) {
-              std::copy_n(acc.data() + ow * C, C, gapped_c0 + ow * gapped_channels);
-            }
+          acc_t* gapped_c0 = pooled_gapped.data() + half;
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            std::copy_n(acc.data() + ow * C, C, gapped_c0 + ow * gapped);
           }
-          lrn_block(static_cast<const acc_t*>(gapped_c0), gapped_strides, acc.data(),
-                    pooled_strides, C, OW, lrn);
+          lrn_pixels(static_cast<const acc_t*>(gapped_c0), gapped, acc.data(), C, C, OW, lrn);
         }
-        scalar_t* dst = y_data + n * ys_n + oh * ys_h;
-        if (planar) {
-          for (int64_t c = 0; c < C; ++c) store_row(acc.data() + c * OW, dst + c * ys_c, OW);
-        } else {  // channels_last output: the row [OW][C] is contiguous
-          store_row(acc.data(), dst, pooled_values);
-        }
+        store_pixels(acc.data(), C, OW, y_data + n * ys_n + oh * ys_h, ys_c, ys_w);
       }
     }
   });
@@ -494,7 +422,6 @@ at::Tensor relu_lrn_maxpool_cpu(const at::Tensor& x, int64_t size, double alpha,
       check_relu_lrn_maxpool_args(x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode);
   // An NHWC-strided input (and only that) is processed and returned as channels_last.
   const bool channels_last = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
-  const Layout layout = channels_last ? Layout::kInterleaved : Layout::kPlanar;
   at::Tensor y = at::empty({g.batch, g.channels, g.out_height, g.out_width},
                            x.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
                                                                    : at::MemoryFormat::Contiguous));
@@ -509,7 +436,7 @@ at::Tensor relu_lrn_maxpool_cpu(const at::Tensor& x, int64_t size, double alpha,
         const LrnConstants<acc_t> lrn{size, static_cast<acc_t>(alpha / size),
                                       static_cast<acc_t>(beta), static_cast<acc_t>(k), kind,
                                       k >= static_cast<double>(std::numeric_limits<float>::min())};
-        relu_lrn_maxpool_kernel<scalar_t>(x, y, g, lrn, pool_first, relu, layout);
+        relu_lrn_maxpool_kernel<scalar_t>(x, y, g, lrn, pool_first, relu);
       });
   return y;
 }

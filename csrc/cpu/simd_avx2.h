@@ -43,9 +43,6 @@ inline __m256 max_nan(__m256 a, __m256 b) {
   return _mm256_blendv_ps(_mm256_max_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
 }
 
-// relu that keeps NaN: maxps(0, x) returns x when x is NaN.
-inline __m256 relu(__m256 x) { return _mm256_max_ps(_mm256_setzero_ps(), x); }
-
 // 1/sqrt(d) for normal positive d: the 12-bit estimate and one Newton step (about 1e-7 relative
 // error), several times cheaper than sqrt + div. d = +inf yields NaN here; callers fix it up.
 inline __m256 rsqrt_newton(__m256 d) {
@@ -64,16 +61,6 @@ inline __m256 pow_minus_half(__m256 d) { return zero_where_inf(d, rsqrt_newton(d
 inline __m256 pow_minus_three_quarters(__m256 d) {
   const __m256 r = rsqrt_newton(d);
   return zero_where_inf(d, _mm256_mul_ps(_mm256_mul_ps(r, r), rsqrt_newton(r)));
-}
-
-// Even elements p[0], p[2], ..., p[14] of the 2n - 1 floats at p (n <= 8 outputs).
-inline __m256 load_even(const float* p, int64_t n) {
-  const int64_t needed = 2 * n - 1;
-  const __m256 lo = load(p, needed);
-  const __m256 hi = needed > kFloats ? load(p + kFloats, needed - kFloats) : _mm256_setzero_ps();
-  // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6] -> [lo0 lo2 lo4 lo6 hi0 hi2 hi4 hi6]
-  const __m256 shuffled = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(shuffled), 0xD8));
 }
 
 // bfloat16 <-> float. A bf16 is the top half of a float; rounding to bf16 is to nearest even, and
@@ -126,6 +113,30 @@ inline void store_fp16(uint16_t* p, __m256 v, int64_t n) {
     _mm_store_si128(reinterpret_cast<__m128i*>(tmp), out);
     for (int64_t i = 0; i < n; ++i) p[i] = tmp[i];
   }
+}
+
+// Transposes the 8x8 block rows[0..8) in place: rows[i][j] <-> rows[j][i].
+inline void transpose8x8(__m256 rows[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(rows[0], rows[1]), t1 = _mm256_unpackhi_ps(rows[0], rows[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(rows[2], rows[3]), t3 = _mm256_unpackhi_ps(rows[2], rows[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(rows[4], rows[5]), t5 = _mm256_unpackhi_ps(rows[4], rows[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(rows[6], rows[7]), t7 = _mm256_unpackhi_ps(rows[6], rows[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  rows[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  rows[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  rows[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  rows[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  rows[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  rows[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  rows[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  rows[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
 }  // namespace cnnxfer::simd
