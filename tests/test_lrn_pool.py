@@ -36,6 +36,11 @@ CASES = [
     ((1, 6, 5, 7), {"k": 0.0, "alpha": 1.0, "relu": False}),
     ((1, 4, 3, 3), {"kernel_size": 3, "stride": 3}),   # one window covers the whole map
     ((1, 20, 17, 33), {"kernel_size": 3, "stride": 2, "size": 5, "alpha": 0.01}),
+    # channel counts that fill whole vectors, widths that leave partial blocks
+    ((2, 16, 5, 6), {}),
+    ((1, 24, 11, 20), {"order": "pool_lrn", "padding": (0, 0, 1, 1)}),
+    ((1, 8, 7, 9), {"size": 3, "alpha": 0.2}),
+    ((1, 32, 9, 17), {"size": 7, "beta": 0.5, "alpha": 0.05}),
 ]
 
 
@@ -72,8 +77,9 @@ def test_matches_reference_float32(backend, device, layout, case):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("order", ["lrn_pool", "pool_lrn"])
-def test_matches_reference_every_dtype(backend, device, dtype, layout, order):
-    x = _inputs((2, 11, 15, 13), dtype, layout, device, seed=7)
+@pytest.mark.parametrize("shape", [(2, 11, 15, 13), (1, 16, 9, 19)], ids=str)
+def test_matches_reference_every_dtype(backend, device, dtype, layout, order, shape):
+    x = _inputs(shape, dtype, layout, device, seed=7)
     y = ops.relu_lrn_maxpool(x, order=order, backend=backend)
     assert y.dtype == dtype
     assert_close_to_reference(y, _expected(x, order=order))

@@ -66,6 +66,14 @@ inline __m256 load8(const c10::BFloat16* p) {
 inline __m256 load8(const c10::Half* p) {
   return simd::load_fp16(reinterpret_cast<const uint16_t*>(p), simd::kFloats);
 }
+// The first n <= 8 values (lanes past n read as 0; nothing past p[n) is read).
+inline __m256 load_partial(const float* p, int64_t n) { return simd::load(p, n); }
+inline __m256 load_partial(const c10::BFloat16* p, int64_t n) {
+  return simd::load_bf16(reinterpret_cast<const uint16_t*>(p), n);
+}
+inline __m256 load_partial(const c10::Half* p, int64_t n) {
+  return simd::load_fp16(reinterpret_cast<const uint16_t*>(p), n);
+}
 inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
 inline void store8(c10::BFloat16* p, __m256 v) {
   simd::store_bf16(reinterpret_cast<uint16_t*>(p), v, simd::kFloats);
@@ -98,18 +106,18 @@ void load_pixels(const scalar_t* src, int64_t xs_c, int64_t xs_w, acc_t* dst, in
       }
     } else if (xs_w == 1) {
       c_done = C - C % simd::kFloats;
-      w_done = W - W % simd::kFloats;
+      w_done = W;
       __m256 block[simd::kFloats];
       for (int64_t c = 0; c < c_done; c += simd::kFloats) {
-        for (int64_t w = 0; w < w_done; w += simd::kFloats) {
+        for (int64_t w = 0; w < W; w += simd::kFloats) {
+          const int64_t n = std::min<int64_t>(simd::kFloats, W - w);  // pixels in this block
           for (int64_t i = 0; i < simd::kFloats; ++i) {
-            const __m256 v = load8(src + (c + i) * xs_c + w);
+            const scalar_t* p = src + (c + i) * xs_c + w;
+            const __m256 v = n == simd::kFloats ? load8(p) : load_partial(p, n);
             block[i] = relu ? _mm256_max_ps(zero, v) : v;  // maxps(0, NaN) is NaN
           }
           simd::transpose8x8(block);
-          for (int64_t j = 0; j < simd::kFloats; ++j) {
-            _mm256_storeu_ps(dst + (w + j) * pixel_stride + c, block[j]);
-          }
+          for (int64_t j = 0; j < n; ++j) _mm256_storeu_ps(dst + (w + j) * pixel_stride + c, block[j]);
         }
       }
     }
@@ -145,13 +153,25 @@ void store_pixels(const acc_t* src, int64_t C, int64_t OW, scalar_t* dst, int64_
       }
     } else if (ys_w == 1) {
       c_done = C - C % simd::kFloats;
-      w_done = OW - OW % simd::kFloats;
+      w_done = OW;
       __m256 block[simd::kFloats];
+      alignas(32) scalar_t tail[simd::kFloats];
       for (int64_t c = 0; c < c_done; c += simd::kFloats) {
-        for (int64_t w = 0; w < w_done; w += simd::kFloats) {
-          for (int64_t j = 0; j < simd::kFloats; ++j) block[j] = _mm256_loadu_ps(src + (w + j) * C + c);
+        for (int64_t w = 0; w < OW; w += simd::kFloats) {
+          const int64_t n = std::min<int64_t>(simd::kFloats, OW - w);  // pixels in this block
+          for (int64_t j = 0; j < simd::kFloats; ++j) {
+            block[j] = j < n ? _mm256_loadu_ps(src + (w + j) * C + c) : _mm256_setzero_ps();
+          }
           simd::transpose8x8(block);
-          for (int64_t i = 0; i < simd::kFloats; ++i) store8(dst + (c + i) * ys_c + w, block[i]);
+          for (int64_t i = 0; i < simd::kFloats; ++i) {
+            scalar_t* d = dst + (c + i) * ys_c + w;
+            if (n == simd::kFloats) {
+              store8(d, block[i]);
+            } else {  // the output is shared with other threads: write exactly n values
+              store8(tail, block[i]);
+              std::copy_n(tail, n, d);
+            }
+          }
         }
       }
     }
@@ -347,6 +367,7 @@ void relu_lrn_maxpool_kernel(const at::Tensor& x, at::Tensor& y, const LrnPoolGe
 
   // Every buffer is private to a thread and carries simd slack at its end (see simd::store).
   constexpr int64_t kSlack = 8;
+  constexpr int64_t kPrefetchRows = 1;  // farther measured no better here
   at::parallel_for(0, N * bands, 1, [&](int64_t begin, int64_t end) {
     // The input row: [padded_width][gapped], zero gaps, -inf channels outside the image.
     std::vector<acc_t> row(padded_width * gapped + kSlack, acc_t(0));
@@ -368,6 +389,15 @@ void relu_lrn_maxpool_kernel(const at::Tensor& x, at::Tensor& y, const LrnPoolGe
 
     // Input row h -> ReLU -> (LRN first) -> horizontal pool -> out [OW][C].
     auto compute_row = [&](int64_t n, int64_t h, acc_t* out) {
+      if (xs_w == 1 && xs_c != 1 && h + kPrefetchRows < H) {
+        // An NCHW row is C separate streams in memory, too many for the hardware prefetcher:
+        // ask for the next row's lines while this one is processed.
+        const int64_t row_bytes = W * int64_t(sizeof(scalar_t));
+        for (int64_t c = 0; c < C; ++c) {
+          const char* next = reinterpret_cast<const char*>(x_data + n * xs_n + (h + kPrefetchRows) * xs_h + c * xs_c);
+          for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(next + b);
+        }
+      }
       load_pixels(x_data + n * xs_n + h * xs_h, xs_c, xs_w, row_c0 + pl * gapped, gapped, C, W,
                   relu);
       if (pool_first) {
