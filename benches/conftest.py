@@ -7,6 +7,7 @@ accident.
 """
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 import pytest
@@ -42,9 +43,13 @@ def record():
     """record(case, provider, benchmark, fn, *, bytes_in=None, bytes_out=None): times fn with
     pytest-benchmark and keeps its median for the ratio table."""
 
-    def run(case: str, provider: str, benchmark, fn, *, rounds: int = 7, bytes_in=None,
-            bytes_out=None):
+    def run(case: str, provider: str, benchmark, fn, *, bytes_in=None, bytes_out=None):
         fn()  # warm-up outside the timing: compilation, first-touch allocations
+        start = time.perf_counter()
+        fn()
+        once = time.perf_counter() - start
+        # about a second per provider, at least 5 rounds: medians of a handful are noisy here
+        rounds = int(min(50, max(5, 1.0 / max(once, 1e-6))))
         benchmark.group = case
         benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
         _TIMES[case][provider] = benchmark.stats.stats.median
