@@ -5,6 +5,8 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include <cmath>
+
 namespace cnnxfer {
 
 LrnPoolGeometry check_relu_lrn_maxpool_args(const at::Tensor& x, int64_t size, double alpha,
@@ -13,15 +15,20 @@ LrnPoolGeometry check_relu_lrn_maxpool_args(const at::Tensor& x, int64_t size, d
                                             bool ceil_mode) {
   TORCH_CHECK_VALUE(x.dim() == 4, "relu_lrn_maxpool: x must be a 4-d (N, C, H, W) tensor, got ",
                     x.dim(), " dimensions with shape ", x.sizes());
-  TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()),
+  const at::ScalarType dtype = x.scalar_type();
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16 ||
+                       dtype == at::kHalf,
                    "relu_lrn_maxpool: x must be float32, float64, bfloat16 or float16, got ",
-                   x.scalar_type());
+                   dtype);
   TORCH_CHECK_VALUE(size > 0 && size % 2 == 1,
                     "relu_lrn_maxpool: size (the LRN window) must be a positive odd integer, got ",
                     size);
-  TORCH_CHECK_VALUE(alpha >= 0, "relu_lrn_maxpool: alpha must be >= 0, got ", alpha);
-  TORCH_CHECK_VALUE(beta >= 0, "relu_lrn_maxpool: beta must be >= 0, got ", beta);
-  TORCH_CHECK_VALUE(k >= 0, "relu_lrn_maxpool: k must be >= 0, got ", k);
+  TORCH_CHECK_VALUE(std::isfinite(alpha) && alpha >= 0,
+                    "relu_lrn_maxpool: alpha must be a finite number >= 0, got ", alpha);
+  TORCH_CHECK_VALUE(std::isfinite(beta) && beta >= 0,
+                    "relu_lrn_maxpool: beta must be a finite number >= 0, got ", beta);
+  TORCH_CHECK_VALUE(std::isfinite(k) && k >= 0,
+                    "relu_lrn_maxpool: k must be a finite number >= 0, got ", k);
   TORCH_CHECK_VALUE(kernel_size.size() == 2 && kernel_size[0] > 0 && kernel_size[1] > 0,
                     "relu_lrn_maxpool: kernel_size must be two positive integers, got ",
                     kernel_size);
@@ -29,11 +36,12 @@ LrnPoolGeometry check_relu_lrn_maxpool_args(const at::Tensor& x, int64_t size, d
                     "relu_lrn_maxpool: stride must be two positive integers, got ", stride);
   TORCH_CHECK_VALUE(padding.size() == 4,
                     "relu_lrn_maxpool: padding must be (top, left, bottom, right), got ", padding);
+  static const char* const sides[4] = {"top", "left", "bottom", "right"};
   for (int i = 0; i < 4; ++i) {
     const int64_t window = kernel_size[i % 2];
-    TORCH_CHECK_VALUE(padding[i] >= 0 && padding[i] <= window / 2,
-                      "relu_lrn_maxpool: padding (top, left, bottom, right) = ", padding,
-                      " must lie in [0, kernel_size/2] = [0, ", window / 2, "]");
+    TORCH_CHECK_VALUE(padding[i] >= 0 && padding[i] <= window / 2, "relu_lrn_maxpool: padding ",
+                      sides[i], " must lie in [0, kernel_size // 2] = [0, ", window / 2,
+                      "], got padding (top, left, bottom, right) = ", padding);
   }
   LrnPoolGeometry g{};
   g.batch = x.size(0);

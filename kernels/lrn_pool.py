@@ -3,10 +3,11 @@
 One program computes a BLOCK_C x BLOCK_W tile of one output row (n, oh). Each output element reads
 its pooling window straight from global memory (any strides: NCHW, channels_last or views) and
 normalizes across channels on the fly:
-  lrn_pool: max over the window of  relu(x_c) * (k + alpha/size * sum_t relu(x_{c+t})^2)^-beta
-  pool_lrn: p_c * (k + alpha/size * sum_t p_{c+t}^2)^-beta,  p = max over the window of relu(x)
+  lrn_pool: max over the window of  relu(x_c) / (k + alpha/size * sum_t relu(x_{c+t})^2)^beta
+  pool_lrn: p_c / (k + alpha/size * sum_t p_{c+t}^2)^beta,  p = max over the window of relu(x)
 Overlapping windows and channel neighbours are re-read rather than shared: they hit in cache on a
-GPU, and it keeps the kernel one simple pass. Sums and powers run in float32 (float64 for float64).
+GPU, and it keeps the kernel one simple pass. Sums and powers run in float32 (float64 for float64);
+x / D^beta is computed as the reference does (no reciprocal that could overflow for tiny k).
 Tested on the CPU with TRITON_INTERPRET=1.
 """
 from __future__ import annotations
@@ -26,12 +27,20 @@ def _max_nan(best, value):
 
 
 @triton.jit
+def _power(d, BETA: tl.constexpr):
+    # d^beta as the reference's pow: d^0 is 1 even for d = 0 or inf (exp2(0 * log2 d) is not)
+    if BETA == 0.0:
+        return tl.full(d.shape, 1.0, d.dtype)
+    return tl.exp2(BETA * tl.log2(d))
+
+
+@triton.jit
 def _relu_lrn_maxpool_kernel(
     x_ptr, y_ptr,
     C, H, W, OH, OW,
     xs_n, xs_c, xs_h, xs_w,
     ys_n, ys_c, ys_h, ys_w,
-    alpha_over_size, beta, k,
+    ALPHA_OVER_SIZE: tl.constexpr, BETA: tl.constexpr, K: tl.constexpr,
     SIZE: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PT: tl.constexpr, PL: tl.constexpr, POOL_FIRST: tl.constexpr, RELU: tl.constexpr,
     ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_W: tl.constexpr,
@@ -39,8 +48,9 @@ def _relu_lrn_maxpool_kernel(
     row = tl.program_id(0)  # n * OH + oh
     n = row // OH
     oh = row % OH
-    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)[:, None]
-    ows = tl.program_id(2) * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
+    # int64 offsets: one image may hold more than 2**31 elements
+    cs = (tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)[:, None]).to(tl.int64)
+    ows = (tl.program_id(2) * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]).to(tl.int64)
     out_mask = (cs < C) & (ows < OW)
     x_base = x_ptr + n.to(tl.int64) * xs_n
     neg_inf = float("-inf")
@@ -70,8 +80,7 @@ def _relu_lrn_maxpool_kernel(
             sumsq += pooled * pooled
             if t == SIZE // 2:
                 pooled_center = pooled
-        denominator = k + alpha_over_size * sumsq
-        result = pooled_center * tl.exp2(-beta * tl.log2(denominator))
+        result = pooled_center / _power(K + ALPHA_OVER_SIZE * sumsq, BETA)
     else:
         result = tl.full((BLOCK_C, BLOCK_W), neg_inf, ACC)
         for i in tl.static_range(KH):
@@ -91,7 +100,7 @@ def _relu_lrn_maxpool_kernel(
                     if RELU:
                         v = tl.where(v < 0, 0.0, v)
                     sumsq += v * v
-                normalized = center * tl.exp2(-beta * tl.log2(k + alpha_over_size * sumsq))
+                normalized = center / _power(K + ALPHA_OVER_SIZE * sumsq, BETA)
                 result = _max_nan(result, tl.where(inside, normalized, neg_inf))
 
     tl.store(y_ptr + n.to(tl.int64) * ys_n + cs * ys_c + oh * ys_h + ows * ys_w,
@@ -128,7 +137,8 @@ def relu_lrn_maxpool_triton(
     wrap_triton(_relu_lrn_maxpool_kernel)[grid](
         x, y, channels, height, width, out_h, out_w,
         *x.stride(), *y.stride(),
-        alpha / size, beta, k,
+        # constexpr: plain float arguments would be float32 in the kernel, even for float64 data
+        ALPHA_OVER_SIZE=alpha / size, BETA=beta, K=k,
         SIZE=size, KH=kernel_size[0], KW=kernel_size[1], SH=stride[0], SW=stride[1],
         PT=top, PL=left, POOL_FIRST=pool_first, RELU=relu,
         ACC=tl.float64 if x.dtype == torch.float64 else tl.float32,

@@ -113,13 +113,31 @@ def test_output_memory_format_follows_input(backend, layout):
 def test_nan_and_inf_propagate_as_in_reference(backend, order, relu, layout):
     x = _inputs((2, 9, 11, 11), torch.float32, "contiguous", "cpu", seed=11)
     positions = torch.randperm(x.numel(), generator=torch.Generator().manual_seed(1))[:12]
-    # 1e20 squares to inf in float32: the LRN must then give 0, as x / inf does
+    # 1e20 squares to inf in float32: the LRN must then give 0, as the float32 reference's x / inf
     x.view(-1)[positions] = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e20] * 3)
     if layout == "channels_last":
         x = x.to(memory_format=torch.channels_last)
     y = ops.relu_lrn_maxpool(x, order=order, relu=relu, backend=backend)
-    assert_close_to_reference(y, _expected(x, order=order, relu=relu))
+    # the reference in the same float32 arithmetic: float64 would not overflow on 1e20 ** 2
+    assert_close_to_reference(y, reference.relu_lrn_maxpool(x, order=order, relu=relu))
     assert y.isnan().any()  # the check above compared real NaNs
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kwargs,scale", [
+    ({"k": 0.0, "alpha": 1.0, "beta": 1.0, "relu": False, "size": 3}, 1e-18),   # D = 0 and tiny D
+    ({"k": 1e-39, "alpha": 1.0, "beta": 1.0}, 1e-30),                           # subnormal k
+    ({"k": 1e-25, "alpha": 1.0, "beta": 2.0}, 1e-15),                           # D^beta underflows
+    ({"k": 0.0, "beta": 0.75}, 1.0),                                            # k = 0, AlexNet beta
+    ({"beta": 0.0}, 1.0),                                                       # D^0 = 1, even D = inf
+])
+def test_tiny_denominators_and_beta_zero_as_in_reference(backend, kwargs, scale):
+    """x / D^beta must not become x * D^-beta where D^-beta overflows (k tiny or 0)."""
+    x = _inputs((1, 8, 7, 7), torch.float32, "contiguous", "cpu", seed=4) * scale
+    x[0, 2] = 0.0  # whole channels of zeros: D = k there
+    x[0, 5, 3, 3] = float("inf")
+    y = ops.relu_lrn_maxpool(x, backend=backend, **kwargs)
+    assert_close_to_reference(y, reference.relu_lrn_maxpool(x, **kwargs))
 
 
 def test_empty_batch_and_channels():
@@ -171,9 +189,6 @@ def test_padding_spellings_agree():
     assert as_padding(1) == (1, 1, 1, 1)
     assert as_padding((1, 0)) == (1, 0, 1, 0)
     assert as_padding([0, 0, 1, 1]) == (0, 0, 1, 1)
-    x = torch.randn(1, 4, 9, 9)
-    torch.testing.assert_close(ops.relu_lrn_maxpool(x, padding=(1, 0)),
-                               ops.relu_lrn_maxpool(x, padding=(1, 0, 1, 0)))
 
 
 # ------------------------------------------------------------------ errors
@@ -217,9 +232,18 @@ def test_the_op_itself_checks_its_arguments():
     with pytest.raises(ValueError, match="larger than the padded input"):
         torch.ops.cnnxfer.relu_lrn_maxpool(x, 5, 1e-4, 0.75, 1.0, [13, 3], [2, 2], [0, 0, 0, 0],
                                            False, False, True)
-    with pytest.raises(ValueError, match="k must be >= 0"):
+    with pytest.raises(ValueError, match="k must be a finite number >= 0"):
         torch.ops.cnnxfer.relu_lrn_maxpool(x, 5, 1e-4, 0.75, -1.0, [3, 3], [2, 2], [0, 0, 0, 0],
                                            False, False, True)
+    with pytest.raises(ValueError, match="alpha must be a finite number >= 0, got inf"):
+        torch.ops.cnnxfer.relu_lrn_maxpool(x, 5, float("inf"), 0.75, 1.0, [3, 3], [2, 2],
+                                           [0, 0, 0, 0], False, False, True)
+    with pytest.raises(ValueError, match="padding left must lie in .0, kernel_size // 2. = .0, 0."):
+        torch.ops.cnnxfer.relu_lrn_maxpool(x, 5, 1e-4, 0.75, 1.0, [3, 1], [2, 1], [0, 1, 0, 0],
+                                           False, False, True)
+    with pytest.raises(TypeError, match="float32, float64, bfloat16 or float16, got Float8"):
+        torch.ops.cnnxfer.relu_lrn_maxpool(x.to(torch.float8_e4m3fn), 5, 1e-4, 0.75, 1.0, [3, 3],
+                                           [2, 2], [0, 0, 0, 0], False, False, True)
 
 
 # ------------------------------------------------------------------ autograd, opcheck, compile

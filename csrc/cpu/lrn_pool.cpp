@@ -187,9 +187,12 @@ void store_pixels(const acc_t* src, int64_t C, int64_t OW, scalar_t* dst, int64_
 
 // ---------------------------------------------------------------- local response normalization
 
-// D^-beta, with exact fast forms for the betas real networks use (0.75 in AlexNet, CaffeNet,
-// GoogLeNet): they vectorize, where a pow() call does not.
-enum class BetaKind { kThreeQuarters, kHalf, kOne, kGeneral };
+// How the LRN scales a value by D^-beta. The fast forms multiply by D^-beta, in closed form for the
+// betas real networks use (0.75 in AlexNet, CaffeNet, GoogLeNet), which vectorizes where pow()
+// does not. They need k^-beta finite and k a normal number (then every D >= k is too); otherwise
+// (k tiny or 0) D^-beta can overflow where the reference's x / D^beta does not, and kExactDivide
+// computes that quotient itself.
+enum class BetaKind { kThreeQuarters, kHalf, kOne, kGeneral, kExactDivide };
 
 template <BetaKind kind, typename T>
 inline T inverse_power(T d, T beta) {
@@ -201,21 +204,30 @@ inline T inverse_power(T d, T beta) {
   } else if constexpr (kind == BetaKind::kOne) {
     return T(1) / d;
   } else {
+    static_assert(kind == BetaKind::kGeneral, "kExactDivide divides instead");
     return std::pow(d, -beta);
   }
 }
 
 template <typename T>
 struct LrnConstants {
-  int64_t size;     // odd window length across channels
+  int64_t size;  // odd window length across channels
   T alpha_over_size;
   T beta;
   T k;
   BetaKind kind;
-  // k is a normal positive number, so every denominator is normal or +inf and the approximate
-  // reciprocal square roots are accurate (k = 0 allows denormal or zero denominators).
-  bool denominators_normal;
 };
+
+template <typename T>
+BetaKind choose_beta_kind(T beta, T k) {
+  if (!(k >= std::numeric_limits<T>::min()) || !std::isfinite(std::pow(k, -beta))) {
+    return BetaKind::kExactDivide;
+  }
+  if (beta == T(0.75)) return BetaKind::kThreeQuarters;
+  if (beta == T(0.5)) return BetaKind::kHalf;
+  if (beta == T(1)) return BetaKind::kOne;
+  return BetaKind::kGeneral;
+}
 
 // out[i * out_stride + c] = in(c) * (k + alpha/size * sum_{|t| <= size/2} in(c + t)^2)^-beta for
 // `length` pixels. `in` points at channel 0 of the first pixel; each pixel (stride in_stride)
@@ -230,25 +242,27 @@ void lrn(const T* in, int64_t in_stride, T* out, int64_t out_stride, int64_t cha
     for (int64_t c = 0; c < channels; ++c) {
       T sum = 0;
       for (int64_t t = -half; t <= half; ++t) sum += v[c + t] * v[c + t];
-      o[c] = v[c] * inverse_power<kind>(p.k + p.alpha_over_size * sum, p.beta);
+      const T d = p.k + p.alpha_over_size * sum;
+      if constexpr (kind == BetaKind::kExactDivide) {
+        o[c] = v[c] / std::pow(d, p.beta);
+      } else {
+        o[c] = v[c] * inverse_power<kind>(d, p.beta);
+      }
     }
   }
 }
 
 #if defined(CNNXFER_HAVE_AVX2)
-// D^-beta on 8 lanes for the betas with closed forms (kind != kGeneral).
+// D^-beta on 8 lanes for the closed forms; D >= k is normal (see BetaKind).
 template <BetaKind kind>
-inline __m256 inverse_power_avx2(__m256 d, bool denominators_normal) {
-  const __m256 one = _mm256_set1_ps(1.f);
+inline __m256 inverse_power_avx2(__m256 d) {
   if constexpr (kind == BetaKind::kThreeQuarters) {
-    if (denominators_normal) return simd::pow_minus_three_quarters(d);
-    const __m256 r = _mm256_div_ps(one, _mm256_sqrt_ps(d));
-    return _mm256_mul_ps(r, _mm256_sqrt_ps(r));
+    return simd::pow_minus_three_quarters(d);
   } else if constexpr (kind == BetaKind::kHalf) {
-    if (denominators_normal) return simd::pow_minus_half(d);
-    return _mm256_div_ps(one, _mm256_sqrt_ps(d));
+    return simd::pow_minus_half(d);
   } else {
-    return _mm256_div_ps(one, d);
+    static_assert(kind == BetaKind::kOne, "no closed form");
+    return _mm256_div_ps(_mm256_set1_ps(1.f), d);
   }
 }
 
@@ -285,7 +299,7 @@ void lrn_avx2(const float* in, int64_t in_stride, float* out, int64_t out_stride
       const int64_t lanes = channels - c;
       const __m256 d = _mm256_fmadd_ps(scale, window_sum_of_squares<kHalf>(v + c, half, lanes), k);
       simd::store(o + c, _mm256_mul_ps(simd::load(v + c, lanes),
-                                       inverse_power_avx2<kind>(d, p.denominators_normal)),
+                                       inverse_power_avx2<kind>(d)),
                   lanes);
     }
   }
@@ -304,6 +318,8 @@ void with_beta_kind(const LrnConstants<T>& p, Fn fn) {
       return fn(std::integral_constant<BetaKind, BetaKind::kOne>());
     case BetaKind::kGeneral:
       return fn(std::integral_constant<BetaKind, BetaKind::kGeneral>());
+    case BetaKind::kExactDivide:
+      return fn(std::integral_constant<BetaKind, BetaKind::kExactDivide>());
   }
 }
 
@@ -313,7 +329,8 @@ void lrn_pixels(const T* in, int64_t in_stride, T* out, int64_t out_stride, int6
   with_beta_kind(p, [&](auto kind_constant) {
     constexpr BetaKind kind = decltype(kind_constant)::value;
 #if defined(CNNXFER_HAVE_AVX2)
-    if constexpr (std::is_same_v<T, float> && kind != BetaKind::kGeneral) {
+    if constexpr (std::is_same_v<T, float> && kind != BetaKind::kGeneral &&
+                  kind != BetaKind::kExactDivide) {
       if (p.size == 5) return lrn_avx2<kind, 2>(in, in_stride, out, out_stride, channels, length, p);
       return lrn_avx2<kind, 0>(in, in_stride, out, out_stride, channels, length, p);
     }
@@ -456,16 +473,12 @@ at::Tensor relu_lrn_maxpool_cpu(const at::Tensor& x, int64_t size, double alpha,
                            x.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
                                                                    : at::MemoryFormat::Contiguous));
   if (y.numel() == 0) return y;
-  const BetaKind kind = beta == 0.75 ? BetaKind::kThreeQuarters
-                        : beta == 0.5 ? BetaKind::kHalf
-                        : beta == 1.0 ? BetaKind::kOne
-                                      : BetaKind::kGeneral;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kBFloat16, at::kHalf, x.scalar_type(), "relu_lrn_maxpool_cpu", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        const LrnConstants<acc_t> lrn{size, static_cast<acc_t>(alpha / size),
-                                      static_cast<acc_t>(beta), static_cast<acc_t>(k), kind,
-                                      k >= static_cast<double>(std::numeric_limits<float>::min())};
+        const acc_t beta_acc = static_cast<acc_t>(beta), k_acc = static_cast<acc_t>(k);
+        const LrnConstants<acc_t> lrn{size, static_cast<acc_t>(alpha / size), beta_acc, k_acc,
+                                      choose_beta_kind(beta_acc, k_acc)};
         relu_lrn_maxpool_kernel<scalar_t>(x, y, g, lrn, pool_first, relu);
       });
   return y;

@@ -3,8 +3,8 @@
 // One thread per output element (grid-stride, so any size fits in the grid). Each thread reads its
 // pooling window straight from global memory through the input's own strides and normalizes across
 // channels on the fly:
-//   lrn_pool: max over the window of  relu(x_c) * (k + alpha/size * sum_t relu(x_{c+t})^2)^-beta
-//   pool_lrn: p_c * (k + alpha/size * sum_t p_{c+t}^2)^-beta,  p = max over the window of relu(x)
+//   lrn_pool: max over the window of  relu(x_c) / (k + alpha/size * sum_t relu(x_{c+t})^2)^beta
+//   pool_lrn: p_c / (k + alpha/size * sum_t p_{c+t}^2)^beta,  p = max over the window of relu(x)
 // Overlapping windows and channel neighbours are re-read instead of staged in shared memory: the
 // re-reads hit in L1/L2, and one pass with no synchronisation works for every layout and stride.
 // Consecutive threads walk the output's unit-stride axis (W for NCHW, C for channels_last) so
@@ -61,24 +61,25 @@ __device__ __forceinline__ T max_nan(T best, T value) {
   return (value > best || value != value) ? value : best;
 }
 
-// d^-beta. beta = 0.75 (AlexNet, CaffeNet, GoogLeNet) avoids pow's log/exp pair: d^-3/4 is
-// rsqrt(d) * sqrt(rsqrt(d)).
+// value / d^beta, as the reference computes it. beta = 0.75 (AlexNet, CaffeNet, GoogLeNet) with a
+// normal k avoids pow's log/exp pair: value * d^-3/4, d^-3/4 = rsqrt(d) * sqrt(rsqrt(d)), which
+// cannot overflow because d >= k. Otherwise (other betas, k tiny or 0) the exact quotient.
 template <bool kThreeQuarters>
-__device__ __forceinline__ float inverse_power(float d, float beta) {
+__device__ __forceinline__ float lrn_scale(float value, float d, float beta) {
   if constexpr (kThreeQuarters) {
     const float r = rsqrtf(d);
-    return r * sqrtf(r);
+    return value * (r * sqrtf(r));
   } else {
-    return powf(d, -beta);
+    return value / powf(d, beta);
   }
 }
 template <bool kThreeQuarters>
-__device__ __forceinline__ double inverse_power(double d, double beta) {
+__device__ __forceinline__ double lrn_scale(double value, double d, double beta) {
   if constexpr (kThreeQuarters) {
     const double r = rsqrt(d);
-    return r * sqrt(r);
+    return value * (r * sqrt(r));
   } else {
-    return pow(d, -beta);
+    return value / pow(d, beta);
   }
 }
 
@@ -161,7 +162,7 @@ __global__ void __launch_bounds__(kThreads)
         sumsq += pooled * pooled;
         if (cc == c64) center = pooled;
       }
-      result = center * inverse_power<kThreeQuarters>(p.k + p.alpha_over_size * sumsq, p.beta);
+      result = lrn_scale<kThreeQuarters>(center, p.k + p.alpha_over_size * sumsq, p.beta);
     } else {
       result = neg_inf;
       for (int64_t h = h_begin; h < h_end; ++h) {
@@ -175,8 +176,8 @@ __global__ void __launch_bounds__(kThreads)
             sumsq += v * v;
             if (cc == c64) center = v;
           }
-          result = max_nan(result, center * inverse_power<kThreeQuarters>(
-                                                p.k + p.alpha_over_size * sumsq, p.beta));
+          result = max_nan(result, lrn_scale<kThreeQuarters>(
+                                       center, p.k + p.alpha_over_size * sumsq, p.beta));
         }
       }
     }
@@ -247,7 +248,8 @@ void launch_typed(const void* x_raw, void* y_raw, const LrnPoolLaunchGeometry& g
 
   const int64_t needed = (total + kThreads - 1) / kThreads;
   const int64_t blocks = needed < kMaxBlocks ? needed : kMaxBlocks;
-  const bool three_quarters = g.beta == 0.75;
+  // k >= the smallest normal float: every d >= k keeps d^-3/4 finite (see lrn_scale)
+  const bool three_quarters = g.beta == 0.75 && g.k >= 1.17549435e-38;
   const scalar_t* x = static_cast<const scalar_t*>(x_raw);
   scalar_t* y = static_cast<scalar_t*>(y_raw);
   if (total <= INT32_MAX) {
