@@ -306,7 +306,7 @@ def test_torch_compile_fullgraph():
         return ops.relu_lrn_maxpool(t * 2.0, padding=(0, 0, 1, 1)) + 1.0
 
     x = torch.randn(2, 8, 13, 13)
-    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(block, fullgraph=True)  # inductor around the custom op
     torch.testing.assert_close(compiled(x), block(x))
 
 
