@@ -221,3 +221,142 @@ def conv_block(
                             kernel_size=pool.kernel_size, stride=pool.stride,
                             padding=pool.padding, ceil_mode=pool.ceil_mode, order=order,
                             backend=backend)
+
+
+# --------------------------------------------------------------------------- extract_patches
+
+_IMAGE_DTYPES = (torch.uint8,) + _FLOAT_DTYPES
+
+
+def _as_box_table(boxes, images: torch.Tensor) -> torch.Tensor:
+    """boxes as the op's int64 [K, 5] (image, x0, y0, x1, y1) table on the images' device, after
+    checking every box; errors name the first bad box by index."""
+    table = torch.as_tensor(boxes)
+    if table.dim() != 2 or table.shape[1] not in (4, 5):
+        raise ValueError(f"boxes must be [K, 4] (x0, y0, x1, y1) or [K, 5] (image, x0, y0, x1, "
+                         f"y1), got shape {tuple(table.shape)}")
+    if table.shape[1] == 4:
+        if images.shape[0] != 1:
+            raise ValueError(f"boxes [K, 4] name no image but images holds {images.shape[0]}; "
+                             f"pass [K, 5] rows (image, x0, y0, x1, y1)")
+        table = torch.cat([table.new_zeros(table.shape[0], 1), table], dim=1)
+    host = table.detach().cpu()
+    if host.is_floating_point():
+        fractional = (host != host.round()) | ~host.isfinite()
+        if fractional.any():
+            index = int(fractional.any(dim=1).nonzero()[0])
+            raise ValueError(f"boxes[{index}] = {host[index].tolist()} must hold integer pixel "
+                             f"coordinates")
+    elif host.dtype == torch.bool or host.is_complex():
+        raise TypeError(f"boxes must be integer or float, got {host.dtype}")
+    host = host.to(torch.int64)
+    count, _, height, width = images.shape
+    image, x0, y0, x1, y1 = host.unbind(1)
+    bad_image = (image < 0) | (image >= count)
+    if bad_image.any():
+        index = int(bad_image.nonzero()[0])
+        raise ValueError(f"boxes[{index}] points at image {int(image[index])} but images holds "
+                         f"{count}")
+    bad_box = (x0 < 0) | (y0 < 0) | (x1 > width) | (y1 > height) | (x1 <= x0) | (y1 <= y0)
+    if bad_box.any():
+        index = int(bad_box.nonzero()[0])
+        raise ValueError(
+            f"boxes[{index}] = (x0, y0, x1, y1) = {tuple(host[index, 1:].tolist())} must have "
+            f"0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height} (image {int(image[index])})")
+    return host.to(images.device)
+
+
+def _as_channel_values(name: str, values, channels: int) -> list[float] | None:
+    if values is None:
+        return None
+    values = [float(v) for v in torch.as_tensor(values, dtype=torch.float64).flatten().tolist()]
+    if len(values) != channels:
+        raise ValueError(f"{name} must have one value per channel ({channels}), got {values}")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{name} must be finite, got {values}")
+    if name == "std" and any(v == 0 for v in values):
+        raise ValueError(f"std must not contain 0, got {values}")
+    return values
+
+
+def extract_patches(
+    images: torch.Tensor,
+    boxes,
+    *,
+    size: int = 224,
+    mean=None,
+    std=None,
+    out_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    antialias: bool = True,
+    reverse_channels: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Crops, resizes and normalizes one square network input per box, in one pass.
+
+    Means exactly cnnxfer.reference.extract_patches: each crop images[i, :, y0:y1, x0:x1] is
+    resized to size x size by F.interpolate(mode="bilinear", align_corners=False,
+    antialias=antialias), its channels reversed if reverse_channels (RGB images, BGR networks such
+    as Caffe weights), normalized as (value - mean[c]) / std[c] per output channel, and cast.
+
+    Args:
+        images: one image [C, H, W] or a batch [N, C, H, W]; uint8 (0..255) or floating; any
+            strides (an HWC array's permuted view works without a copy).
+        boxes: [K, 4] (x0, y0, x1, y1) for one image, or [K, 5] (image, x0, y0, x1, y1) as
+            torchvision.ops.roi_align takes them; integer pixel coordinates, x1/y1 exclusive.
+        size: side of the output patches, in pixels.
+        mean, std: C values each, in the images' units (0..255 for uint8), output-channel order.
+        out_dtype: float32 (default), float64, bfloat16 or float16.
+        channels_last: return the batch in channels_last memory format (what a bf16 CPU or GPU
+            convolution wants).
+        antialias: True (default) low-pass filters crops larger than size, as torchvision's
+            Resize does by default; the paper's largest patches (the whole short side of a
+            500x375 image) shrink 1.7x, and more for larger images, where plain bilinear aliases.
+        backend: "auto", "native", "triton" or "reference".
+
+    Returns:
+        [K, C, size, size] in out_dtype. Not differentiable.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4:
+        raise ValueError(f"images must be [C, H, W] or [N, C, H, W], got shape "
+                         f"{tuple(images.shape)}")
+    if images.dtype not in _IMAGE_DTYPES:
+        raise TypeError(f"images must be uint8 or floating, got {images.dtype}")
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    if out_dtype is not None and out_dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"out_dtype must be float32, float64, bfloat16 or float16, got "
+                        f"{out_dtype}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    channels = images.shape[1]
+    table = _as_box_table(boxes, images)
+    args = (table, size, _as_channel_values("mean", mean, channels),
+            _as_channel_values("std", std, channels), out_dtype, bool(channels_last),
+            bool(antialias), bool(reverse_channels))
+    if backend == "auto":
+        native_here = images.device.type == "cpu" or _extension.has_kernel(
+            "cnnxfer::extract_patches", images.device.type.upper())
+        backend = "native" if native_here else "triton"
+    if backend == "reference":
+        return reference.extract_patches(images, table.cpu(), size, args[2], args[3], out_dtype,
+                                         bool(channels_last), bool(antialias),
+                                         bool(reverse_channels)).to(images.device)
+    if backend == "triton":
+        from cnnxfer.kernels import patches  # noqa: F401  (registers the op)
+
+        return torch.ops.cnnxfer.extract_patches_triton(images, *args)
+    return torch.ops.cnnxfer.extract_patches(images, *args)
+
+
+@torch.library.register_fake("cnnxfer::extract_patches")
+def _fake_extract_patches(images, boxes, size, mean, std, out_dtype, channels_last, antialias,
+                          reverse_channels):
+    return torch.empty((boxes.shape[0], images.shape[1], size, size),
+                       dtype=out_dtype or torch.float32, device=images.device,
+                       memory_format=torch.channels_last if channels_last
+                       else torch.contiguous_format)

@@ -86,3 +86,43 @@ def conv_block(
     for layer in layers:
         y = layer(y)
     return y
+
+
+def extract_patches(
+    images: torch.Tensor,
+    boxes: torch.Tensor,
+    size: int = 224,
+    mean=None,
+    std=None,
+    out_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    antialias: bool = True,
+    reverse_channels: bool = False,
+) -> torch.Tensor:
+    """Crops, resizes and normalizes one patch per box, one at a time.
+
+    images: [N, C, H, W] (uint8 or floating); boxes: [K, 5] int64 rows (image, x0, y0, x1, y1),
+    x1/y1 exclusive. Each crop images[i, :, y0:y1, x0:x1] is resized to size x size with
+    F.interpolate(mode="bilinear", align_corners=False, antialias=antialias) in float32 (float64
+    for float64 images), its channels reversed if reverse_channels (RGB -> BGR), then
+    (value - mean[c]) / std[c] per output channel, cast to out_dtype (default float32).
+    Returns [K, C, size, size], channels_last if asked.
+    """
+    compute = torch.float64 if images.dtype == torch.float64 else torch.float32
+    channels = images.shape[1]
+    out_dtype = out_dtype or torch.float32
+    patches = []
+    for image_index, x0, y0, x1, y1 in boxes.tolist():
+        crop = images[image_index, :, y0:y1, x0:x1].to(compute)
+        patch = F.interpolate(crop[None], size=(size, size), mode="bilinear", align_corners=False,
+                              antialias=antialias)[0]
+        if reverse_channels:
+            patch = patch.flip(0)
+        if mean is not None:
+            patch = patch - torch.tensor(mean, dtype=compute).view(-1, 1, 1)
+        if std is not None:
+            patch = patch / torch.tensor(std, dtype=compute).view(-1, 1, 1)
+        patches.append(patch.to(out_dtype))
+    out = (torch.stack(patches) if patches
+           else torch.empty((0, channels, size, size), dtype=out_dtype))
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out

@@ -1,0 +1,163 @@
+// CPU kernel of cnnxfer::extract_patches.
+//
+// Each box is one work item (at::parallel_for over boxes). The resize is separable: a horizontal
+// pass turns every crop row the patch needs into `size` resampled values per channel (reading the
+// image in its own dtype and strides: no float copy of the image), then a vertical pass combines
+// those rows for each output row, applies (value - mean) / std as one multiply-add, casts, and
+// writes each output element once. Taps and weights come from resize_taps.h, the formulas of
+// F.interpolate(mode="bilinear", align_corners=False[, antialias=True]).
+#include "../patches.h"
+#include "../resize_taps.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+namespace cnnxfer {
+namespace {
+
+// The taps of every output coordinate along one axis of one box, weights as float/double.
+template <typename acc_t>
+struct AxisTaps {
+  int64_t max_taps = 0;
+  std::vector<int64_t> first;   // [size] first input index, relative to the crop
+  std::vector<int64_t> count;   // [size]
+  std::vector<acc_t> weights;   // [size][max_taps]
+
+  void compute(int64_t in, int64_t size, bool antialias) {
+    max_taps = max_resize_taps(in, size, antialias);
+    first.resize(size);
+    count.resize(size);
+    weights.assign(size * max_taps, acc_t(0));
+    std::vector<double> w(max_taps);
+    for (int64_t i = 0; i < size; ++i) {
+      // weights in double, as the float64 reference computes them, then rounded once
+      count[i] = resize_taps<double>(i, in, size, antialias, &first[i], w.data());
+      for (int64_t t = 0; t < count[i]; ++t) weights[i * max_taps + t] = static_cast<acc_t>(w[t]);
+    }
+  }
+};
+
+template <typename image_t, typename out_t>
+void extract_patches_kernel(const at::Tensor& images, const at::Tensor& boxes, at::Tensor& out,
+                            int64_t size, const std::vector<double>& scale,
+                            const std::vector<double>& shift, bool antialias,
+                            bool reverse_channels) {
+  using acc_t = std::conditional_t<std::is_same_v<image_t, double>, double, float>;
+  const int64_t K = boxes.size(0), C = images.size(1);
+  const int64_t is_n = images.stride(0), is_c = images.stride(1), is_h = images.stride(2),
+                is_w = images.stride(3);
+  const int64_t os_k = out.stride(0), os_c = out.stride(1), os_h = out.stride(2),
+                os_w = out.stride(3);
+  const image_t* image_data = images.const_data_ptr<image_t>();
+  out_t* out_data = out.mutable_data_ptr<out_t>();
+  const at::Tensor box_table = boxes.contiguous();
+  const int64_t* box_data = box_table.const_data_ptr<int64_t>();
+  std::vector<acc_t> channel_scale(C), channel_shift(C);
+  for (int64_t c = 0; c < C; ++c) {
+    channel_scale[c] = static_cast<acc_t>(scale[c]);
+    channel_shift[c] = static_cast<acc_t>(shift[c]);
+  }
+
+  at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
+    AxisTaps<acc_t> across, down;  // horizontal and vertical taps
+    std::vector<acc_t> rows;       // [needed crop rows][C][size]: the horizontal pass
+    std::vector<acc_t> line(size); // one output row of one channel
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t* box = box_data + 5 * k;
+      const int64_t n = box[0], x0 = box[1], y0 = box[2];
+      const int64_t crop_w = box[3] - x0, crop_h = box[4] - y0;
+      across.compute(crop_w, size, antialias);
+      down.compute(crop_h, size, antialias);
+      // Output rows read crop rows [row_lo, row_hi): taps move forward with the output row.
+      const int64_t row_lo = down.first[0];
+      const int64_t row_hi = down.first[size - 1] + down.count[size - 1];
+      rows.resize((row_hi - row_lo) * C * size);
+
+      const image_t* crop = image_data + n * is_n + y0 * is_h + x0 * is_w;
+      for (int64_t r = row_lo; r < row_hi; ++r) {
+        for (int64_t c = 0; c < C; ++c) {
+          const image_t* src = crop + c * is_c + r * is_h;
+          acc_t* dst = rows.data() + ((r - row_lo) * C + c) * size;
+          for (int64_t j = 0; j < size; ++j) {
+            const image_t* p = src + across.first[j] * is_w;
+            const acc_t* w = across.weights.data() + j * across.max_taps;
+            acc_t sum = 0;
+            for (int64_t t = 0; t < across.count[j]; ++t) {
+              sum += w[t] * static_cast<acc_t>(p[t * is_w]);
+            }
+            dst[j] = sum;
+          }
+        }
+      }
+
+      out_t* patch = out_data + k * os_k;
+      for (int64_t i = 0; i < size; ++i) {
+        const acc_t* w = down.weights.data() + i * down.max_taps;
+        const int64_t taps = down.count[i];
+        for (int64_t c_out = 0; c_out < C; ++c_out) {
+          const int64_t c_in = reverse_channels ? C - 1 - c_out : c_out;
+          const acc_t* first_row = rows.data() + ((down.first[i] - row_lo) * C + c_in) * size;
+          const int64_t row_step = C * size;
+          const acc_t s = channel_scale[c_out], b = channel_shift[c_out];
+          acc_t* l = line.data();
+#pragma omp simd
+          for (int64_t j = 0; j < size; ++j) l[j] = w[0] * first_row[j];
+          for (int64_t t = 1; t < taps; ++t) {
+            const acc_t* row = first_row + t * row_step;
+            const acc_t wt = w[t];
+#pragma omp simd
+            for (int64_t j = 0; j < size; ++j) l[j] += wt * row[j];
+          }
+          out_t* dst = patch + c_out * os_c + i * os_h;
+          if (os_w == 1) {
+#pragma omp simd
+            for (int64_t j = 0; j < size; ++j) dst[j] = static_cast<out_t>(l[j] * s + b);
+          } else {
+            for (int64_t j = 0; j < size; ++j) dst[j * os_w] = static_cast<out_t>(l[j] * s + b);
+          }
+        }
+      }
+    }
+  });
+}
+
+at::Tensor extract_patches_cpu(const at::Tensor& images, const at::Tensor& boxes, int64_t size,
+                               c10::optional<c10::ArrayRef<double>> mean,
+                               c10::optional<c10::ArrayRef<double>> std,
+                               c10::optional<at::ScalarType> out_dtype, bool channels_last,
+                               bool antialias, bool reverse_channels) {
+  std::vector<double> scale, shift;
+  check_extract_patches_args(images, boxes, size, mean, std, scale, shift);
+  const at::ScalarType out_type = extract_patches_out_dtype(out_dtype);
+  at::Tensor out = at::empty(
+      {boxes.size(0), images.size(1), size, size},
+      images.options().dtype(out_type).memory_format(channels_last ? at::MemoryFormat::ChannelsLast
+                                                                   : at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND3(
+      at::kByte, at::kBFloat16, at::kHalf, images.scalar_type(), "extract_patches_cpu", [&] {
+        using image_t = scalar_t;
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, out_type, "extract_patches_out",
+                                        [&] {
+                                          extract_patches_kernel<image_t, scalar_t>(
+                                              images, boxes, out, size, scale, shift, antialias,
+                                              reverse_channels);
+                                        });
+      });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(cnnxfer, CPU, m) {
+  m.impl("extract_patches", &extract_patches_cpu);
+}
+
+}  // namespace cnnxfer
