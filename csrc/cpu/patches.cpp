@@ -29,6 +29,12 @@ struct AxisTaps {
   std::vector<int64_t> first;   // [size] first input index, relative to the crop
   std::vector<int64_t> count;   // [size]
   std::vector<acc_t> weights;   // [size][max_taps]
+  // When no coordinate has more than two taps (every upscale, and plain bilinear), the same taps
+  // as two index/weight pairs, so the hot loop has no inner loop: second = first, weight 0 when
+  // a coordinate has a single tap.
+  bool two_taps = false;
+  std::vector<int64_t> index0, index1;
+  std::vector<acc_t> weight0, weight1;
 
   void compute(int64_t in, int64_t size, bool antialias) {
     max_taps = max_resize_taps(in, size, antialias);
@@ -36,10 +42,26 @@ struct AxisTaps {
     count.resize(size);
     weights.assign(size * max_taps, acc_t(0));
     std::vector<double> w(max_taps);
+    int64_t most = 0;
     for (int64_t i = 0; i < size; ++i) {
       // weights in double, as the float64 reference computes them, then rounded once
       count[i] = resize_taps<double>(i, in, size, antialias, &first[i], w.data());
       for (int64_t t = 0; t < count[i]; ++t) weights[i * max_taps + t] = static_cast<acc_t>(w[t]);
+      most = std::max(most, count[i]);
+    }
+    two_taps = most <= 2;
+    if (two_taps) {
+      index0.resize(size);
+      index1.resize(size);
+      weight0.resize(size);
+      weight1.resize(size);
+      for (int64_t i = 0; i < size; ++i) {
+        const acc_t* wi = weights.data() + i * max_taps;
+        index0[i] = first[i];
+        index1[i] = count[i] == 2 ? first[i] + 1 : first[i];
+        weight0[i] = wi[0];
+        weight1[i] = count[i] == 2 ? wi[1] : acc_t(0);
+      }
     }
   }
 };
@@ -68,7 +90,9 @@ void extract_patches_kernel(const at::Tensor& images, const at::Tensor& boxes, a
   at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
     AxisTaps<acc_t> across, down;  // horizontal and vertical taps
     std::vector<acc_t> rows;       // [needed crop rows][C][size]: the horizontal pass
+    std::vector<acc_t> source;     // one crop row of one channel
     std::vector<acc_t> line(size); // one output row of one channel
+    std::vector<acc_t> pixels(size * C);  // one channels_last output row
     for (int64_t k = begin; k < end; ++k) {
       const int64_t* box = box_data + 5 * k;
       const int64_t n = box[0], x0 = box[1], y0 = box[2];
@@ -81,23 +105,40 @@ void extract_patches_kernel(const at::Tensor& images, const at::Tensor& boxes, a
       rows.resize((row_hi - row_lo) * C * size);
 
       const image_t* crop = image_data + n * is_n + y0 * is_h + x0 * is_w;
+      source.resize(crop_w);
       for (int64_t r = row_lo; r < row_hi; ++r) {
         for (int64_t c = 0; c < C; ++c) {
+          // The crop row in the accumulation type once, then the taps read it from cache.
           const image_t* src = crop + c * is_c + r * is_h;
+          acc_t* s_row = source.data();
+          if (is_w == 1) {
+#pragma omp simd
+            for (int64_t x = 0; x < crop_w; ++x) s_row[x] = static_cast<acc_t>(src[x]);
+          } else {
+            for (int64_t x = 0; x < crop_w; ++x) s_row[x] = static_cast<acc_t>(src[x * is_w]);
+          }
           acc_t* dst = rows.data() + ((r - row_lo) * C + c) * size;
-          for (int64_t j = 0; j < size; ++j) {
-            const image_t* p = src + across.first[j] * is_w;
-            const acc_t* w = across.weights.data() + j * across.max_taps;
-            acc_t sum = 0;
-            for (int64_t t = 0; t < across.count[j]; ++t) {
-              sum += w[t] * static_cast<acc_t>(p[t * is_w]);
+          if (across.two_taps) {
+            const int64_t* i0 = across.index0.data();
+            const int64_t* i1 = across.index1.data();
+            const acc_t* w0 = across.weight0.data();
+            const acc_t* w1 = across.weight1.data();
+            for (int64_t j = 0; j < size; ++j) dst[j] = w0[j] * s_row[i0[j]] + w1[j] * s_row[i1[j]];
+          } else {
+            for (int64_t j = 0; j < size; ++j) {
+              const acc_t* p = s_row + across.first[j];
+              const acc_t* w = across.weights.data() + j * across.max_taps;
+              acc_t sum = 0;
+              for (int64_t t = 0; t < across.count[j]; ++t) sum += w[t] * p[t];
+              dst[j] = sum;
             }
-            dst[j] = sum;
           }
         }
       }
 
       out_t* patch = out_data + k * os_k;
+      // channels_last output: a row is [size][C] in memory; it is built here and stored whole
+      const bool interleaved = os_c == 1;
       for (int64_t i = 0; i < size; ++i) {
         const acc_t* w = down.weights.data() + i * down.max_taps;
         const int64_t taps = down.count[i];
@@ -115,13 +156,19 @@ void extract_patches_kernel(const at::Tensor& images, const at::Tensor& boxes, a
 #pragma omp simd
             for (int64_t j = 0; j < size; ++j) l[j] += wt * row[j];
           }
-          out_t* dst = patch + c_out * os_c + i * os_h;
-          if (os_w == 1) {
+          if (interleaved) {
+            for (int64_t j = 0; j < size; ++j) pixels[j * C + c_out] = l[j] * s + b;
+          } else {
+            out_t* dst = patch + c_out * os_c + i * os_h;
 #pragma omp simd
             for (int64_t j = 0; j < size; ++j) dst[j] = static_cast<out_t>(l[j] * s + b);
-          } else {
-            for (int64_t j = 0; j < size; ++j) dst[j * os_w] = static_cast<out_t>(l[j] * s + b);
           }
+        }
+        if (interleaved) {
+          out_t* dst = patch + i * os_h;
+          const int64_t values = size * C;
+#pragma omp simd
+          for (int64_t v = 0; v < values; ++v) dst[v] = static_cast<out_t>(pixels[v]);
         }
       }
     }
