@@ -1,6 +1,8 @@
 """extract_patches (C++ CPU kernel and the public face) against cnnxfer.reference."""
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -96,6 +98,23 @@ def test_identity_box_is_exact():
         out = ops.extract_patches(images, boxes, size=16, antialias=antialias)
         assert torch.equal(out[0], images[0, :, 3:19, 5:21].float())
         assert torch.equal(out[1], images[0, :, :16, :16].float())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_face_routes_to_triton():
+    images = _images((2, 3, 21, 17))
+    boxes = _random_boxes(5, images, seed=8)
+    kwargs = dict(size=9, mean=[10.0, 20.0, 30.0], std=[50.0, 60.0, 70.0], reverse_channels=True)
+    out = ops.extract_patches(images, boxes, backend="triton", **kwargs)
+    torch.testing.assert_close(out.double(), _expected(images, boxes, **kwargs), rtol=1e-5,
+                               atol=1e-4)
+
+
+def test_reference_backend_is_the_reference():
+    images = _images((1, 3, 12, 12))
+    boxes = torch.tensor([[0, 1, 2, 11, 9]])
+    assert torch.equal(ops.extract_patches(images, boxes, size=5, backend="reference"),
+                       reference.extract_patches(images, boxes, size=5))
 
 
 def test_one_image_boxes_and_tensor_kinds():

@@ -13,6 +13,7 @@
 // Vector code is AVX2+FMA (simd_avx2.h) when the compiler targets it; plain loops otherwise and
 // for float64. Sums and powers are done in float for bf16/fp16 inputs and in double for float64.
 #include "../lrn_pool.h"
+#include "convert.h"
 #include "simd_avx2.h"
 
 #include <ATen/ATen.h>
@@ -58,29 +59,6 @@ void max_into<float>(float* acc, const float* values, int64_t n) {
   }
 }
 
-// Eight values of the tensor's dtype <-> eight floats.
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const c10::BFloat16* p) {
-  return simd::load_bf16(reinterpret_cast<const uint16_t*>(p), simd::kFloats);
-}
-inline __m256 load8(const c10::Half* p) {
-  return simd::load_fp16(reinterpret_cast<const uint16_t*>(p), simd::kFloats);
-}
-// The first n <= 8 values (lanes past n read as 0; nothing past p[n) is read).
-inline __m256 load_partial(const float* p, int64_t n) { return simd::load(p, n); }
-inline __m256 load_partial(const c10::BFloat16* p, int64_t n) {
-  return simd::load_bf16(reinterpret_cast<const uint16_t*>(p), n);
-}
-inline __m256 load_partial(const c10::Half* p, int64_t n) {
-  return simd::load_fp16(reinterpret_cast<const uint16_t*>(p), n);
-}
-inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
-inline void store8(c10::BFloat16* p, __m256 v) {
-  simd::store_bf16(reinterpret_cast<uint16_t*>(p), v, simd::kFloats);
-}
-inline void store8(c10::Half* p, __m256 v) {
-  simd::store_fp16(reinterpret_cast<uint16_t*>(p), v, simd::kFloats);
-}
 #endif  // CNNXFER_HAVE_AVX2
 
 // ---------------------------------------------------------------- rows in and out

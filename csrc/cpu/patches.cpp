@@ -8,6 +8,7 @@
 // F.interpolate(mode="bilinear", align_corners=False[, antialias=True]).
 #include "../patches.h"
 #include "../resize_taps.h"
+#include "convert.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -75,8 +76,8 @@ void extract_patches_kernel(const at::Tensor& images, const at::Tensor& boxes, a
   const int64_t K = boxes.size(0), C = images.size(1);
   const int64_t is_n = images.stride(0), is_c = images.stride(1), is_h = images.stride(2),
                 is_w = images.stride(3);
-  const int64_t os_k = out.stride(0), os_c = out.stride(1), os_h = out.stride(2),
-                os_w = out.stride(3);
+  // The output is ours: contiguous (W stride 1) or channels_last (C stride 1).
+  const int64_t os_k = out.stride(0), os_c = out.stride(1), os_h = out.stride(2);
   const image_t* image_data = images.const_data_ptr<image_t>();
   out_t* out_data = out.mutable_data_ptr<out_t>();
   const at::Tensor box_table = boxes.contiguous();
@@ -159,17 +160,12 @@ void extract_patches_kernel(const at::Tensor& images, const at::Tensor& boxes, a
           if (interleaved) {
             for (int64_t j = 0; j < size; ++j) pixels[j * C + c_out] = l[j] * s + b;
           } else {
-            out_t* dst = patch + c_out * os_c + i * os_h;
 #pragma omp simd
-            for (int64_t j = 0; j < size; ++j) dst[j] = static_cast<out_t>(l[j] * s + b);
+            for (int64_t j = 0; j < size; ++j) l[j] = l[j] * s + b;
+            store_converted(l, patch + c_out * os_c + i * os_h, size);
           }
         }
-        if (interleaved) {
-          out_t* dst = patch + i * os_h;
-          const int64_t values = size * C;
-#pragma omp simd
-          for (int64_t v = 0; v < values; ++v) dst[v] = static_cast<out_t>(pixels[v]);
-        }
+        if (interleaved) store_converted(pixels.data(), patch + i * os_h, size * C);
       }
     }
   });
