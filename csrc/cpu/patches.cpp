@@ -34,7 +34,7 @@ struct AxisTaps {
   // as two index/weight pairs, so the hot loop has no inner loop: second = first, weight 0 when
   // a coordinate has a single tap.
   bool two_taps = false;
-  std::vector<int64_t> index0, index1;
+  std::vector<int32_t> index0, index1;  // int32: 8-wide gathers where 64-bit indices give 4
   std::vector<acc_t> weight0, weight1;
 
   void compute(int64_t in, int64_t size, bool antialias) {
@@ -58,14 +58,61 @@ struct AxisTaps {
       weight1.resize(size);
       for (int64_t i = 0; i < size; ++i) {
         const acc_t* wi = weights.data() + i * max_taps;
-        index0[i] = first[i];
-        index1[i] = count[i] == 2 ? first[i] + 1 : first[i];
+        index0[i] = static_cast<int32_t>(first[i]);
+        index1[i] = static_cast<int32_t>(count[i] == 2 ? first[i] + 1 : first[i]);
         weight0[i] = wi[0];
         weight1[i] = count[i] == 2 ? wi[1] : acc_t(0);
       }
     }
   }
 };
+
+// Writes planes[c][j] (c < 3, j < n) to dst[j * 3 + c], converted: the channels_last row of an RGB
+// patch. AVX2 interleaves 8 pixels (24 values) at a time: output vector m lane L holds pixel
+// (8m + L) / 3, channel (8m + L) % 3, so one permute index per m serves all three channels.
+template <typename out_t, typename acc_t>
+void interleave3(const acc_t* r, const acc_t* g, const acc_t* b, out_t* dst, int64_t n) {
+  int64_t j = 0;
+#if defined(CNNXFER_HAVE_AVX2)
+  if constexpr (std::is_same_v<acc_t, float> && !std::is_same_v<out_t, double>) {
+    const __m256i pixel[3] = {_mm256_setr_epi32(0, 0, 0, 1, 1, 1, 2, 2),
+                              _mm256_setr_epi32(2, 3, 3, 3, 4, 4, 4, 5),
+                              _mm256_setr_epi32(5, 5, 6, 6, 6, 7, 7, 7)};
+    // blend masks: lanes whose channel is g (imm bit set) and b, for each m
+    for (; j + simd::kFloats <= n; j += simd::kFloats) {
+      const __m256 vr = _mm256_loadu_ps(r + j), vg = _mm256_loadu_ps(g + j),
+                   vb = _mm256_loadu_ps(b + j);
+      out_t* o = dst + 3 * j;
+      {
+        const __m256 pr = _mm256_permutevar8x32_ps(vr, pixel[0]);
+        const __m256 pg = _mm256_permutevar8x32_ps(vg, pixel[0]);
+        const __m256 pb = _mm256_permutevar8x32_ps(vb, pixel[0]);
+        // channels by lane: r g b r g b r g
+        store8(o, _mm256_blend_ps(_mm256_blend_ps(pr, pg, 0b10010010), pb, 0b00100100));
+      }
+      {
+        const __m256 pr = _mm256_permutevar8x32_ps(vr, pixel[1]);
+        const __m256 pg = _mm256_permutevar8x32_ps(vg, pixel[1]);
+        const __m256 pb = _mm256_permutevar8x32_ps(vb, pixel[1]);
+        // b r g b r g b r
+        store8(o + 8, _mm256_blend_ps(_mm256_blend_ps(pr, pg, 0b00100100), pb, 0b01001001));
+      }
+      {
+        const __m256 pr = _mm256_permutevar8x32_ps(vr, pixel[2]);
+        const __m256 pg = _mm256_permutevar8x32_ps(vg, pixel[2]);
+        const __m256 pb = _mm256_permutevar8x32_ps(vb, pixel[2]);
+        // g b r g b r g b
+        store8(o + 16, _mm256_blend_ps(_mm256_blend_ps(pr, pg, 0b01001001), pb, 0b10010010));
+      }
+    }
+  }
+#endif
+  for (; j < n; ++j) {
+    dst[3 * j] = static_cast<out_t>(r[j]);
+    dst[3 * j + 1] = static_cast<out_t>(g[j]);
+    dst[3 * j + 2] = static_cast<out_t>(b[j]);
+  }
+}
 
 template <typename image_t, typename out_t>
 void extract_patches_kernel(const at::Tensor& images, const at::Tensor& boxes, at::Tensor& out,
@@ -94,6 +141,7 @@ void extract_patches_kernel(const at::Tensor& images, const at::Tensor& boxes, a
     std::vector<acc_t> source;     // one crop row of one channel
     std::vector<acc_t> line(size); // one output row of one channel
     std::vector<acc_t> pixels(size * C);  // one channels_last output row
+    std::vector<acc_t> planes(3 * size);  // the same for RGB, one plane per channel
     for (int64_t k = begin; k < end; ++k) {
       const int64_t* box = box_data + 5 * k;
       const int64_t n = box[0], x0 = box[1], y0 = box[2];
@@ -120,8 +168,8 @@ void extract_patches_kernel(const at::Tensor& images, const at::Tensor& boxes, a
           }
           acc_t* dst = rows.data() + ((r - row_lo) * C + c) * size;
           if (across.two_taps) {
-            const int64_t* i0 = across.index0.data();
-            const int64_t* i1 = across.index1.data();
+            const int32_t* i0 = across.index0.data();
+            const int32_t* i1 = across.index1.data();
             const acc_t* w0 = across.weight0.data();
             const acc_t* w1 = across.weight1.data();
             for (int64_t j = 0; j < size; ++j) dst[j] = w0[j] * s_row[i0[j]] + w1[j] * s_row[i1[j]];
@@ -157,15 +205,22 @@ void extract_patches_kernel(const at::Tensor& images, const at::Tensor& boxes, a
 #pragma omp simd
             for (int64_t j = 0; j < size; ++j) l[j] += wt * row[j];
           }
-          if (interleaved) {
-            for (int64_t j = 0; j < size; ++j) pixels[j * C + c_out] = l[j] * s + b;
-          } else {
 #pragma omp simd
-            for (int64_t j = 0; j < size; ++j) l[j] = l[j] * s + b;
+          for (int64_t j = 0; j < size; ++j) l[j] = l[j] * s + b;
+          if (!interleaved) {
             store_converted(l, patch + c_out * os_c + i * os_h, size);
+          } else if (C == 3) {
+            std::copy(l, l + size, planes.data() + c_out * size);
+          } else {
+            for (int64_t j = 0; j < size; ++j) pixels[j * C + c_out] = l[j];
           }
         }
-        if (interleaved) store_converted(pixels.data(), patch + i * os_h, size * C);
+        if (interleaved && C == 3) {
+          interleave3(planes.data(), planes.data() + size, planes.data() + 2 * size,
+                      patch + i * os_h, size);
+        } else if (interleaved) {
+          store_converted(pixels.data(), patch + i * os_h, size * C);
+        }
       }
     }
   });
