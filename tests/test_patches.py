@@ -213,3 +213,19 @@ def test_the_op_itself_checks_boxes():
     with pytest.raises(ValueError, match="std must not contain 0"):
         torch.ops.cnnxfer.extract_patches(images, torch.tensor([[0, 0, 0, 5, 5]]), 4, None,
                                           [1.0, 0.0, 1.0], None, False, True, False)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_paper_grid_boxes_of_every_scale(channels, layout):
+    """The real use: every box of the paper's grid on an odd-sized image, down- and upscaled."""
+    from cnnxfer.patches import paper_grid
+
+    images = _images((1, channels, 47, 61), layout=layout, seed=5)
+    boxes = paper_grid(61, 47)
+    sides = (boxes[:, 2] - boxes[:, 0]).unique()
+    assert sides.min() < 24 < sides.max()  # both directions of the resize are exercised
+    for out_dtype in (torch.float32, torch.bfloat16):
+        out = ops.extract_patches(images, boxes, size=24, out_dtype=out_dtype, channels_last=True)
+        table = torch.cat([torch.zeros(len(boxes), 1, dtype=torch.int64), boxes], dim=1)
+        _check(out, images, table, size=24)
