@@ -36,6 +36,10 @@ struct AxisTaps {
   bool two_taps = false;
   std::vector<int32_t> index0, index1;  // int32: 8-wide gathers where 64-bit indices give 4
   std::vector<acc_t> weight0, weight1;
+  // Blocks of 8 outputs whose taps all fall in the 8 samples from block_base (every block of an
+  // upscale): one load and two in-register permutes instead of two gathers. block_base < 0 marks
+  // a block that needs the general loop.
+  std::vector<int32_t> block_base;
 
   void compute(int64_t in, int64_t size, bool antialias) {
     max_taps = max_resize_taps(in, size, antialias);
@@ -52,10 +56,12 @@ struct AxisTaps {
     }
     two_taps = most <= 2;
     if (two_taps) {
-      index0.resize(size);
-      index1.resize(size);
-      weight0.resize(size);
-      weight1.resize(size);
+      // padded to whole blocks of 8 for vector loads (the padding is never used)
+      const int64_t padded = (size + 7) / 8 * 8;
+      index0.assign(padded, 0);
+      index1.assign(padded, 0);
+      weight0.assign(padded, acc_t(0));
+      weight1.assign(padded, acc_t(0));
       for (int64_t i = 0; i < size; ++i) {
         const acc_t* wi = weights.data() + i * max_taps;
         index0[i] = static_cast<int32_t>(first[i]);
@@ -63,9 +69,51 @@ struct AxisTaps {
         weight0[i] = wi[0];
         weight1[i] = count[i] == 2 ? wi[1] : acc_t(0);
       }
+      const int64_t blocks = (size + 7) / 8;
+      block_base.assign(blocks, -1);
+      for (int64_t block = 0; block < blocks; ++block) {
+        const int64_t lo = block * 8, hi = std::min<int64_t>(size, lo + 8) - 1;
+        if (index1[hi] - index0[lo] < 8) block_base[block] = index0[lo];
+      }
     }
   }
 };
+
+// dst[j] = w0[j] * row[i0[j]] + w1[j] * row[i1[j]] for j < size. row has 8 readable values past
+// its end and dst 8 writable ones (both are this thread's buffers).
+template <typename acc_t>
+void two_tap_row(const AxisTaps<acc_t>& taps, const acc_t* row, acc_t* dst, int64_t size) {
+  const int32_t* i0 = taps.index0.data();
+  const int32_t* i1 = taps.index1.data();
+  const acc_t* w0 = taps.weight0.data();
+  const acc_t* w1 = taps.weight1.data();
+  int64_t j = 0;
+#if defined(CNNXFER_HAVE_AVX2)
+  if constexpr (std::is_same_v<acc_t, float>) {
+    for (; j < size; j += 8) {
+      const int32_t base = taps.block_base[j / 8];
+      const int64_t n = std::min<int64_t>(8, size - j);
+      if (base < 0) {
+        for (int64_t q = j; q < j + n; ++q) dst[q] = w0[q] * row[i0[q]] + w1[q] * row[i1[q]];
+        continue;
+      }
+      const __m256 samples = _mm256_loadu_ps(row + base);
+      const __m256i offset = _mm256_set1_epi32(base);
+      const __m256i lanes0 = _mm256_sub_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i0 + j)), offset);
+      const __m256i lanes1 = _mm256_sub_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i1 + j)), offset);
+      const __m256 a = _mm256_permutevar8x32_ps(samples, lanes0);
+      const __m256 b = _mm256_permutevar8x32_ps(samples, lanes1);
+      const __m256 value = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + j), b,
+                                           _mm256_mul_ps(_mm256_loadu_ps(w0 + j), a));
+      simd::store(dst + j, value, n);
+    }
+    return;
+  }
+#endif
+  for (; j < size; ++j) dst[j] = w0[j] * row[i0[j]] + w1[j] * row[i1[j]];
+}
 
 // Writes planes[c][j] (c < 3, j < n) to dst[j * 3 + c], converted: the channels_last row of an RGB
 // patch. AVX2 interleaves 8 pixels (24 values) at a time: output vector m lane L holds pixel
@@ -151,10 +199,10 @@ void extract_patches_kernel(const at::Tensor& images, const at::Tensor& boxes, a
       // Output rows read crop rows [row_lo, row_hi): taps move forward with the output row.
       const int64_t row_lo = down.first[0];
       const int64_t row_hi = down.first[size - 1] + down.count[size - 1];
-      rows.resize((row_hi - row_lo) * C * size);
+      rows.resize((row_hi - row_lo) * C * size + 8);  // + simd slack (see two_tap_row)
 
       const image_t* crop = image_data + n * is_n + y0 * is_h + x0 * is_w;
-      source.resize(crop_w);
+      source.resize(crop_w + 8);  // + simd slack (see two_tap_row)
       for (int64_t r = row_lo; r < row_hi; ++r) {
         for (int64_t c = 0; c < C; ++c) {
           // The crop row in the accumulation type once, then the taps read it from cache.
@@ -168,11 +216,7 @@ void extract_patches_kernel(const at::Tensor& images, const at::Tensor& boxes, a
           }
           acc_t* dst = rows.data() + ((r - row_lo) * C + c) * size;
           if (across.two_taps) {
-            const int32_t* i0 = across.index0.data();
-            const int32_t* i1 = across.index1.data();
-            const acc_t* w0 = across.weight0.data();
-            const acc_t* w1 = across.weight1.data();
-            for (int64_t j = 0; j < size; ++j) dst[j] = w0[j] * s_row[i0[j]] + w1[j] * s_row[i1[j]];
+            two_tap_row(across, static_cast<const acc_t*>(s_row), dst, size);
           } else {
             for (int64_t j = 0; j < size; ++j) {
               const acc_t* p = s_row + across.first[j];
