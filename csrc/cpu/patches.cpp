@@ -162,6 +162,25 @@ void interleave3(const acc_t* r, const acc_t* g, const acc_t* b, out_t* dst, int
   }
 }
 
+// dst[j] = out_t(a0 * r0[j] + a1 * r1[j] + b): a two-tap vertical step with the normalization
+// folded into the weights (a = weight / std), converted and stored in one pass.
+template <typename out_t, typename acc_t>
+void two_tap_column(const acc_t* r0, const acc_t* r1, acc_t a0, acc_t a1, acc_t b, out_t* dst,
+                    int64_t n) {
+  int64_t j = 0;
+#if defined(CNNXFER_HAVE_AVX2)
+  if constexpr (std::is_same_v<acc_t, float> && !std::is_same_v<out_t, double>) {
+    const __m256 va0 = _mm256_set1_ps(a0), va1 = _mm256_set1_ps(a1), vb = _mm256_set1_ps(b);
+    for (; j + simd::kFloats <= n; j += simd::kFloats) {
+      const __m256 v = _mm256_fmadd_ps(va1, _mm256_loadu_ps(r1 + j),
+                                       _mm256_fmadd_ps(va0, _mm256_loadu_ps(r0 + j), vb));
+      store8(dst + j, v);
+    }
+  }
+#endif
+  for (; j < n; ++j) dst[j] = static_cast<out_t>(a1 * r1[j] + (a0 * r0[j] + b));
+}
+
 template <typename image_t, typename out_t>
 void extract_patches_kernel(const at::Tensor& images, const at::Tensor& boxes, at::Tensor& out,
                             int64_t size, const std::vector<double>& scale,
@@ -240,6 +259,12 @@ void extract_patches_kernel(const at::Tensor& images, const at::Tensor& boxes, a
           const acc_t* first_row = rows.data() + ((down.first[i] - row_lo) * C + c_in) * size;
           const int64_t row_step = C * size;
           const acc_t s = channel_scale[c_out], b = channel_shift[c_out];
+          if (taps <= 2 && !interleaved) {  // every upscale: one fused pass
+            const acc_t* second_row = taps == 2 ? first_row + row_step : first_row;
+            two_tap_column(first_row, second_row, w[0] * s, taps == 2 ? w[1] * s : acc_t(0), b,
+                           patch + c_out * os_c + i * os_h, size);
+            continue;
+          }
           acc_t* l = line.data();
 #pragma omp simd
           for (int64_t j = 0; j < size; ++j) l[j] = w[0] * first_row[j];
