@@ -259,10 +259,15 @@ void extract_patches_kernel(const at::Tensor& images, const at::Tensor& boxes, a
           const acc_t* first_row = rows.data() + ((down.first[i] - row_lo) * C + c_in) * size;
           const int64_t row_step = C * size;
           const acc_t s = channel_scale[c_out], b = channel_shift[c_out];
-          if (taps <= 2 && !interleaved) {  // every upscale: one fused pass
+          if (taps <= 2 && (!interleaved || C == 3)) {  // every upscale: one fused pass
             const acc_t* second_row = taps == 2 ? first_row + row_step : first_row;
-            two_tap_column(first_row, second_row, w[0] * s, taps == 2 ? w[1] * s : acc_t(0), b,
-                           patch + c_out * os_c + i * os_h, size);
+            const acc_t a0 = w[0] * s, a1 = taps == 2 ? w[1] * s : acc_t(0);
+            if (interleaved) {  // into the RGB planes, interleaved below
+              two_tap_column(first_row, second_row, a0, a1, b, planes.data() + c_out * size, size);
+            } else {
+              two_tap_column(first_row, second_row, a0, a1, b, patch + c_out * os_c + i * os_h,
+                             size);
+            }
             continue;
           }
           acc_t* l = line.data();
