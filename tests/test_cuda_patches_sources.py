@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from test_cuda_sources import CSRC, GXX, NVCC, _cuda_include_dir, _run
+from test_cuda_sources import CSRC, GXX, NVCC, _cuda_include_dir, _run, compile_probe
 
 KERNEL = CSRC / "cuda" / "patches.cu"
 INTERFACE = CSRC / "cuda" / "patches_cuda.h"
@@ -76,8 +76,4 @@ def test_patches_interface_compiles_as_cpp(tmp_path):
         "         static_cast<int>(g.max_taps_x);\n"
         "}\n"
     )
-    cmd = [GXX, "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", f"-I{CSRC}",
-           f"-I{cuda_include}", str(probe)]
-    result = _run(cmd)
-    assert result.returncode == 0, (
-        f"g++ failed ({result.returncode}): {' '.join(cmd)}\n{result.stderr}{result.stdout}")
+    compile_probe(probe, cuda_include)

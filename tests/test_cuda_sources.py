@@ -91,6 +91,12 @@ def test_lrn_pool_interface_compiles_as_cpp(tmp_path):
         "  return static_cast<int>(cnnxfer::LrnPoolDType::kBFloat16) + static_cast<int>(g.size);\n"
         "}\n"
     )
+    compile_probe(probe, cuda_include)
+
+
+def compile_probe(probe, cuda_include):
+    """Compiles a host C++ file against csrc/ and the CUDA headers, as a binding would see them;
+    fails the test with the compiler's output."""
     cmd = [GXX, "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", f"-I{CSRC}",
            f"-I{cuda_include}", str(probe)]
     result = _run(cmd)

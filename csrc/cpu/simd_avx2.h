@@ -14,7 +14,7 @@ namespace cnnxfer::simd {
 
 constexpr int64_t kFloats = 8;
 
-// All-ones in lanes [0, n), for maskload/maskstore of a partial vector.
+// All-ones in lanes [0, n), for maskload and blends of a partial vector.
 inline __m256i first_lanes(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n < kFloats ? n : kFloats)),
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -63,18 +63,34 @@ inline __m256 pow_minus_three_quarters(__m256 d) {
   return zero_where_inf(d, _mm256_mul_ps(_mm256_mul_ps(r, r), rsqrt_newton(r)));
 }
 
+// Eight uint16 lanes from p, of which only the first n (< 8) exist (the rest read as 0), and the
+// reverse. A partial 16-bit vector goes through a small buffer: AVX2 has no 16-bit masked moves.
+inline __m128i load_u16_partial(const uint16_t* p, int64_t n) {
+  alignas(16) uint16_t tmp[kFloats] = {};
+  for (int64_t i = 0; i < n; ++i) tmp[i] = p[i];
+  return _mm_load_si128(reinterpret_cast<const __m128i*>(tmp));
+}
+inline void store_u16_partial(uint16_t* p, __m128i v, int64_t n) {
+  alignas(16) uint16_t tmp[kFloats];
+  _mm_store_si128(reinterpret_cast<__m128i*>(tmp), v);
+  for (int64_t i = 0; i < n; ++i) p[i] = tmp[i];
+}
+inline __m128i load_u16(const uint16_t* p, int64_t n) {
+  return n >= kFloats ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))
+                      : load_u16_partial(p, n);
+}
+inline void store_u16(uint16_t* p, __m128i v, int64_t n) {
+  if (n >= kFloats) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), v);
+  } else {
+    store_u16_partial(p, v, n);
+  }
+}
+
 // bfloat16 <-> float. A bf16 is the top half of a float; rounding to bf16 is to nearest even, and
 // NaN stays a (quiet) NaN, as c10::BFloat16 does it.
 inline __m256 load_bf16(const uint16_t* p, int64_t n) {
-  __m128i half;
-  if (n >= kFloats) {
-    half = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  } else {
-    alignas(16) uint16_t tmp[kFloats] = {};
-    for (int64_t i = 0; i < n; ++i) tmp[i] = p[i];
-    half = _mm_load_si128(reinterpret_cast<const __m128i*>(tmp));
-  }
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_u16(p, n)), 16));
 }
 
 inline void store_bf16(uint16_t* p, __m256 v, int64_t n) {
@@ -86,33 +102,14 @@ inline void store_bf16(uint16_t* p, __m256 v, int64_t n) {
   const __m256i result = _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7FC0), is_nan);
   // pack the low halves of the eight 32-bit lanes into eight uint16
   const __m256i packed = _mm256_packus_epi32(result, result);  // per 128-bit lane
-  const __m128i out = _mm_unpacklo_epi64(_mm256_castsi256_si128(packed),
-                                         _mm256_extracti128_si256(packed, 1));
-  if (n >= kFloats) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), out);
-  } else {
-    alignas(16) uint16_t tmp[kFloats];
-    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), out);
-    for (int64_t i = 0; i < n; ++i) p[i] = tmp[i];
-  }
+  store_u16(p, _mm_unpacklo_epi64(_mm256_castsi256_si128(packed),
+                                   _mm256_extracti128_si256(packed, 1)), n);
 }
 
-inline __m256 load_fp16(const uint16_t* p, int64_t n) {
-  if (n >= kFloats) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  alignas(16) uint16_t tmp[kFloats] = {};
-  for (int64_t i = 0; i < n; ++i) tmp[i] = p[i];
-  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(tmp)));
-}
+inline __m256 load_fp16(const uint16_t* p, int64_t n) { return _mm256_cvtph_ps(load_u16(p, n)); }
 
 inline void store_fp16(uint16_t* p, __m256 v, int64_t n) {
-  const __m128i out = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  if (n >= kFloats) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), out);
-  } else {
-    alignas(16) uint16_t tmp[kFloats];
-    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), out);
-    for (int64_t i = 0; i < n; ++i) p[i] = tmp[i];
-  }
+  store_u16(p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), n);
 }
 
 // Transposes the 8x8 block rows[0..8) in place: rows[i][j] <-> rows[j][i].
