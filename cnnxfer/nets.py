@@ -63,14 +63,16 @@ class Architecture:
     input_size: int = 224
     adaptive_pool: int | None = None
 
-    def conv5_shape(self) -> tuple[int, int, int]:
-        """(channels, height, width) that enters fc6 for an input_size x input_size image."""
-        side = self.input_size
+    def conv_shapes(self) -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
+        """For each conv block, (C, H, W) right after the convolution and after the whole block
+        (ReLU, LRN, pool), for one input_size x input_size image."""
+        side, shapes = self.input_size, []
         for block in self.convs:
             side = (side + 2 * block.padding - block.kernel_size) // block.stride + 1
             if side < 1:
                 raise ValueError(f"{self.name}: input_size={self.input_size} is too small for the "
                                  f"conv layers (a feature map shrinks to nothing)")
+            conv = (block.out_channels, side, side)
             if block.pool is not None:
                 kh, _ = as_pair(block.pool.kernel_size, "kernel_size")
                 sh, _ = as_pair(block.pool.stride, "stride")
@@ -79,9 +81,24 @@ class Architecture:
                     raise ValueError(f"{self.name}: input_size={self.input_size} is too small "
                                      f"for the pooling layers")
                 side = pooled_length(side, kh, sh, top, bottom, block.pool.ceil_mode)
+            shapes.append((conv, (block.out_channels, side, side)))
+        return shapes
+
+    def conv5_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) that enters fc6 for an input_size x input_size image."""
+        c, h, w = self.conv_shapes()[-1][1]
         if self.adaptive_pool is not None:
-            side = self.adaptive_pool
-        return self.convs[-1].out_channels, side, side
+            h = w = self.adaptive_pool
+        return c, h, w
+
+    def output_shape(self, layer: str) -> tuple[int, ...]:
+        """Shape of one image's output at `layer`: (C, H, W) for conv layers, (D,) for FC."""
+        if layer in CONV_LAYERS:
+            return self.conv_shapes()[CONV_LAYERS.index(layer)][1]
+        widths = dict(zip(FC_LAYERS, (*self.fc, self.num_classes)))
+        if layer not in self.layers():
+            raise ValueError(f"layer must be one of {', '.join(self.layers())}, got {layer!r}")
+        return (widths[layer],)
 
     def layers(self) -> tuple[str, ...]:
         """Names of the layers whose output a caller can ask for, in network order."""

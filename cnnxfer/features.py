@@ -1,0 +1,217 @@
+"""Mid-level features of every patch of an image: decode -> grid -> extract_patches -> network.
+
+    net = cnnxfer.weights.load("alexnet.safetensors")
+    extractor = cnnxfer.PatchFeatureExtractor(net, layer="fc7")
+    features, boxes = extractor("photo.jpg")       # [K, 4096], [K, 4] (x0, y0, x1, y1)
+    for result in extractor.extract(paths):        # patches of several images share batches
+        ...
+
+The patches of one or more images go through the network in batches whose size follows a byte
+budget, so a big image or a long list of images never holds more than that in activations. The
+network's preprocessing (mean, std, channel order, input size) is applied by extract_patches in
+the same pass that crops and resizes.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+
+from . import images as image_io
+from .nets import CONV_LAYERS, AlexNet, compute_dtype
+from .ops import extract_patches
+from .patches import paper_grid
+
+CONV_POOLING = ("flatten", "max", "avg")
+_DTYPES = {"cpu": (torch.float32, torch.bfloat16),
+           "cuda": (torch.float32, torch.bfloat16, torch.float16)}
+
+
+class ImageFeatures(NamedTuple):
+    """Features of one image: features [K, D] (dtype of the extractor), boxes [K, 4] int64
+    (x0, y0, x1, y1) in pixels of the decoded, upright image; source names the image."""
+
+    source: str
+    features: torch.Tensor
+    boxes: torch.Tensor
+
+
+@dataclass
+class _Job:
+    """One image on its way through the batches: the boxes it has, how many are done."""
+
+    source: str
+    image: torch.Tensor
+    boxes: torch.Tensor
+    done: int = 0
+    parts: list = field(default_factory=list)
+
+
+class PatchFeatureExtractor:
+    """Features of the grid patches of images, from any layer conv1..fc7 (or fc8).
+
+    Args:
+        net: a cnnxfer.nets.AlexNet; it is moved to `device` and is always run in eval mode.
+        layer: the layer whose output is returned ("fc7" by default, as in the paper).
+        grid: boxes of an image, called as grid(width, height) -> [K, 4] int64 (default: the
+            paper's multi-scale grid, ~500 boxes on 500x375).
+        device: where the network runs ("cpu", "cuda", torch.device); default cpu.
+        dtype: the activations' dtype: float32 or bfloat16 on CPUs, also float16 on GPUs.
+            Features come back in this dtype.
+        conv_pooling: for conv layers, "flatten" ([K, C*H*W]), "max" or "avg" over H and W
+            ([K, C]).
+        max_bytes: budget for one batch's patches and activations (default 1 GiB).
+        max_batch: upper bound on patches per batch (default 64: larger batches gain nothing on
+            CPUs and only cost memory).
+        channels_last: feed the network channels_last patches (default: True, the faster
+            layout for oneDNN and cuDNN convolutions).
+    """
+
+    def __init__(self, net: AlexNet, *, layer: str = "fc7",
+                 grid: Callable[[int, int], torch.Tensor] = paper_grid,
+                 device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
+                 conv_pooling: str = "flatten", max_bytes: int = 1 << 30, max_batch: int = 64,
+                 channels_last: bool = True):
+        if not isinstance(net, AlexNet):
+            raise TypeError(f"net must be a cnnxfer.nets.AlexNet, got {type(net).__name__}")
+        self.device = torch.device(device if device is not None else "cpu")
+        allowed = _DTYPES.get(self.device.type, (torch.float32,))
+        if dtype not in allowed:
+            raise ValueError(f"dtype must be one of {', '.join(map(str, allowed))} on "
+                             f"{self.device.type}, got {dtype}")
+        if conv_pooling not in CONV_POOLING:
+            raise ValueError(f"conv_pooling must be one of {', '.join(CONV_POOLING)}, got "
+                             f"{conv_pooling!r}")
+        if not callable(grid):
+            raise TypeError(f"grid must be callable as grid(width, height), got "
+                            f"{type(grid).__name__}")
+        for name, value in (("max_bytes", max_bytes), ("max_batch", max_batch)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.net = net.to(self.device).eval()
+        self.layer = net.check_layer(layer)
+        self.grid, self.dtype, self.conv_pooling = grid, dtype, conv_pooling
+        self.channels_last = channels_last
+        self.batch_size = max(1, min(max_batch, max_bytes // self.bytes_per_patch()))
+
+    # ------------------------------------------------------------------ public API
+
+    def __call__(self, image) -> tuple[torch.Tensor, torch.Tensor]:
+        """features [K, D], boxes [K, 4] for one image (see cnnxfer.images.load_image)."""
+        (result,) = self.extract([image], on_error="raise")
+        return result.features, result.boxes
+
+    def extract(self, images: Iterable, *, on_error: str | Callable = "warn"
+                ) -> Iterator[ImageFeatures]:
+        """Features of each image, in order, batching patches across images.
+
+        on_error: what to do with an image that cannot be read: "warn" (warn, skip it, go on),
+            "raise", or a callable(source_name, exception) that reports it (it is then skipped).
+            Results already yielded are never affected.
+        """
+        queue: deque[_Job] = deque()
+        queued = 0  # patches waiting in the queue
+        for source in images:
+            try:
+                image = image_io.load_image(source)
+                boxes = self._boxes(image)
+            except (OSError, ValueError, TypeError) as error:
+                self._report(source, error, on_error)
+                continue
+            queue.append(_Job(image_io.describe(source), image, boxes))
+            queued += len(boxes)
+            while queued >= self.batch_size:
+                queued -= self._run_batch(queue)
+            yield from self._finished(queue)
+        while queued > 0:
+            queued -= self._run_batch(queue)
+        yield from self._finished(queue)
+
+    def bytes_per_patch(self) -> int:
+        """Peak bytes one patch needs on the way through the network: its input patch plus the
+        two largest consecutive activations, in the dtype the network computes in."""
+        element = torch.empty((), dtype=compute_dtype(self.dtype, self.device)).element_size()
+        arch = self.net.arch
+        sizes = [3 * arch.input_size ** 2]
+        for conv, out in arch.conv_shapes():
+            sizes += [math.prod(conv), math.prod(out)]
+        sizes += list(arch.fc)
+        peak = max(a + b for a, b in zip(sizes, sizes[1:]))
+        return (sizes[0] + peak) * element
+
+    def feature_size(self) -> int:
+        """D, the length of one patch's feature vector."""
+        shape = self.net.arch.output_shape(self.layer)
+        if self.layer in CONV_LAYERS and self.conv_pooling != "flatten":
+            return shape[0]
+        return math.prod(shape)
+
+    # ------------------------------------------------------------------ internals
+
+    def _boxes(self, image: torch.Tensor) -> torch.Tensor:
+        boxes = torch.as_tensor(self.grid(int(image.shape[2]), int(image.shape[1])))
+        if boxes.dim() != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"grid must return [K, 4] boxes, got shape {tuple(boxes.shape)}")
+        return boxes.to(torch.int64)
+
+    def _run_batch(self, queue: deque) -> int:
+        """Runs one batch of up to batch_size patches taken from the front of the queue and
+        returns how many it ran."""
+        pieces, owners, room = [], [], self.batch_size
+        for job in queue:
+            count = min(room, len(job.boxes) - job.done)
+            if count > 0:
+                pieces.append(self._patches(job.image, job.boxes[job.done:job.done + count]))
+                owners.append((job, count))
+                job.done += count
+                room -= count
+            if room == 0:
+                break
+        batch = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        features = self._features(batch)
+        offset = 0
+        for job, count in owners:
+            job.parts.append(features[offset:offset + count])
+            offset += count
+        return batch.shape[0]
+
+    def _finished(self, queue: deque) -> Iterator[ImageFeatures]:
+        # Batches take patches from the front, so the finished images are a prefix of the queue.
+        while queue and queue[0].done == len(queue[0].boxes):
+            job = queue.popleft()
+            features = (torch.cat(job.parts) if job.parts else
+                        torch.empty((0, self.feature_size()), dtype=self.dtype))
+            yield ImageFeatures(job.source, features, job.boxes)
+
+    def _patches(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        prep = self.net.preprocessing
+        return extract_patches(image.to(self.device), boxes, size=self.net.arch.input_size,
+                               mean=prep.mean, std=prep.std, out_dtype=self.dtype,
+                               channels_last=self.channels_last,
+                               reverse_channels=prep.reverse_channels)
+
+    def _features(self, batch: torch.Tensor) -> torch.Tensor:
+        out = self.net(batch, layer=self.layer)
+        if self.layer in CONV_LAYERS:
+            if self.conv_pooling == "max":
+                out = out.amax(dim=(2, 3))
+            elif self.conv_pooling == "avg":
+                out = out.mean(dim=(2, 3))
+            else:
+                out = out.flatten(1)
+        return out
+
+    @staticmethod
+    def _report(source, error: Exception, on_error) -> None:
+        name = image_io.describe(source)
+        if on_error == "raise":
+            raise error
+        if callable(on_error):
+            on_error(name, error)
+        else:
+            warnings.warn(f"skipped {name}: {error}", stacklevel=3)

@@ -1,0 +1,95 @@
+"""Images in: a path, a PIL image, a NumPy array or a tensor -> an RGB [3, H, W] tensor.
+
+Files are decoded by Pillow with the EXIF orientation applied (a phone photo stored sideways comes
+out upright, as any viewer shows it) and converted to RGB (grey, palette, CMYK and alpha images
+all become three 8-bit channels).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class ImageError(ValueError):
+    """An image that cannot be decoded or understood; the message names it."""
+
+
+def load_image(source) -> torch.Tensor:
+    """An image as a [3, H, W] tensor: uint8 for files, PIL images and uint8 arrays; arrays and
+    tensors that are floating point keep their dtype (pixel scale 0..255 expected).
+
+    Args:
+        source: a file path; a PIL image; an [H, W] or [H, W, 3] array (RGB, as PIL gives); or a
+            [3, H, W] / [H, W] tensor (RGB).
+    Raises:
+        FileNotFoundError for a missing file; ImageError for a file Pillow cannot decode or an
+        array or tensor of the wrong shape or dtype.
+    """
+    from PIL import Image
+
+    if isinstance(source, (str, os.PathLike)):
+        return _from_pil(_open(Path(source)))
+    if isinstance(source, Image.Image):
+        return _from_pil(source)
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    if isinstance(source, torch.Tensor):
+        return _from_tensor(source)
+    raise TypeError(f"image must be a path, PIL image, numpy array or tensor, got "
+                    f"{type(source).__name__}")
+
+
+def describe(source) -> str:
+    """A short name for an image in messages and outputs: its path, or its type and shape."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    shape = getattr(source, "shape", None) or getattr(source, "size", None)
+    return f"<{type(source).__name__} {tuple(shape) if shape is not None else ''}>"
+
+
+def _open(path: Path):
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {str(path)!r}")
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now, inside the try: truncated files fail here
+            return ImageOps.exif_transpose(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"cannot decode image {str(path)!r}: {error}") from error
+
+
+def _from_pil(image) -> torch.Tensor:
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image) if image.getexif() else image
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    pixels = np.asarray(image)  # [H, W, 3] uint8
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1)  # a [3, H, W] view of HWC memory
+
+
+def _from_array(array: np.ndarray) -> torch.Tensor:
+    if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
+        raise ImageError(f"image array must be uint8 or floating, got dtype {array.dtype}")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ImageError(f"image array must be [H, W] or [H, W, 3] (RGB), got shape "
+                         f"{array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+
+
+def _from_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.dtype != torch.uint8 and not tensor.is_floating_point():
+        raise ImageError(f"image tensor must be uint8 or floating, got {tensor.dtype}")
+    if tensor.dim() == 2:
+        tensor = tensor.unsqueeze(0).expand(3, -1, -1)
+    if tensor.dim() != 3 or tensor.shape[0] != 3:
+        raise ImageError(f"image tensor must be [3, H, W] (RGB) or [H, W], got shape "
+                         f"{tuple(tensor.shape)}")
+    return tensor

@@ -1,0 +1,411 @@
+"""AlexNet-family networks from ONNX graphs (model-zoo bvlc_alexnet, caffenet and the like).
+
+    net = cnnxfer.onnx_import.from_onnx("bvlc_alexnet.onnx")     # an AlexNet, weights loaded
+    fc7 = net(batch, layer="fc7")                                  # [N, 4096]
+
+The graph must be one chain from the image input:
+
+    5 x (Conv -> Relu [-> LRN] [-> MaxPool], LRN and MaxPool in either order)
+    -> Reshape or Flatten -> Gemm -> Relu -> Gemm -> Relu [-> Gemm] [-> Softmax]
+
+with Dropout (identity at inference) allowed anywhere. The Softmax is dropped: the network's fc8
+gives the logits. Weights may be graph initializers, Constant nodes or ConstantOfShape nodes (the
+onnx package's light test models fill their weights that way). Anything else raises
+OnnxImportError naming the node, its op type and what was expected: the importer never guesses.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from .nets import CONV_LAYERS, FC_LAYERS, AlexNet, Architecture, ConvBlock
+from .preprocessing import CAFFE, Preprocessing
+from .specs import LRN, MaxPool
+
+__all__ = ["OnnxImportError", "from_onnx"]
+
+# The attributes each mapped op may carry; any other one might change the meaning, so it is refused.
+_ATTRIBUTES = {
+    "Conv": {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"},
+    "MaxPool": {"auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order",
+                "strides"},
+    "LRN": {"alpha", "beta", "bias", "size"},
+    "Gemm": {"alpha", "beta", "transA", "transB", "broadcast"},
+    "Reshape": {"shape", "allowzero"},
+    "Flatten": {"axis"},
+}
+# Identity at inference or dropped on purpose: their attributes do not matter.
+_PASS_THROUGH = {"Dropout", "Softmax"}
+
+
+class OnnxImportError(ValueError):
+    """The graph is not an AlexNet-family network cnnxfer can run, or its weights are unusable."""
+
+
+def from_onnx(path_or_model: str | os.PathLike | onnx.ModelProto, *,
+              preprocessing: Preprocessing | None = None, backend: str = "engine") -> AlexNet:
+    """An AlexNet built from an ONNX graph, with the graph's weights.
+
+    Args:
+        path_or_model: a .onnx file or an onnx.ModelProto.
+        preprocessing: the input convention of the weights; default: CAFFE (BGR, mean pixel
+            subtracted, as the ONNX model zoo's Caffe conversions) at the graph's input size.
+        backend: "engine" or "reference" (see cnnxfer.nets.AlexNet).
+
+    Returns:
+        An AlexNet with arch.name = the graph's name, arch.input_size = the side of the graph's
+        [N, 3, S, S] input, conv1..conv5 and fc6, fc7 (and fc8 when the graph has 3 Gemms) loaded.
+        net(x) returns fc8's logits: the graph's trailing Softmax is not applied.
+
+    Raises:
+        FileNotFoundError: no file at the path.
+        OnnxImportError: not an ONNX file, a node the importer cannot map, or weights of the wrong
+            shape or with NaN/inf.
+    """
+    model, source = _load(path_or_model)
+    graph = model.graph
+    constants = _constants(graph)
+    image, side = _image_input(graph, constants, source, preprocessing)
+    arch_parts, weights, flatten = _walk(graph, image, constants)
+    convs, fc_nodes = arch_parts
+    fc_out = [weights[f"{name}.weight"].shape[0] for name in FC_LAYERS[:len(fc_nodes)]]
+    arch = Architecture(name=graph.name or "onnx", convs=tuple(convs), fc=(fc_out[0], fc_out[1]),
+                        num_classes=fc_out[2] if len(fc_out) == 3 else None, input_size=side,
+                        adaptive_pool=None)
+    _check_fc6_input(arch, flatten, fc_nodes[0], weights["fc6.weight"])
+    for name, value in weights.items():
+        if not np.isfinite(value).all():
+            raise OnnxImportError(f"{source}: weight tensor {value.onnx_name!r} ({name}) holds "
+                                  f"NaN or inf")
+    net = AlexNet(arch, preprocessing or replace(CAFFE, input_size=side), backend=backend)
+    _copy_weights(net, weights, source)
+    return net
+
+
+# ------------------------------------------------------------------------- loading and constants
+
+def _load(path_or_model) -> tuple[onnx.ModelProto, str]:
+    """The model and a name for it in messages (the path, or the graph's name)."""
+    if isinstance(path_or_model, onnx.ModelProto):
+        model, source = path_or_model, f"ONNX graph {path_or_model.graph.name or '(unnamed)'!r}"
+    elif isinstance(path_or_model, (str, os.PathLike)):
+        path = os.fspath(path_or_model)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(2, "no ONNX file at this path", path)
+        try:
+            model = onnx.load(path)
+        except Exception as error:  # protobuf's DecodeError, a bad external-data reference, ...
+            raise OnnxImportError(f"{path} is not an ONNX model: {error}") from error
+        source = path
+    else:
+        raise TypeError(f"path_or_model must be a path or an onnx.ModelProto, got "
+                        f"{type(path_or_model).__name__}")
+    # Protobuf parses an empty (or lucky) file as an empty model, so look for a graph too.
+    if not model.graph.node:
+        raise OnnxImportError(f"{source} is not an ONNX model with a graph (no nodes)")
+    return model, source
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Every tensor known without running the network: initializers, Constant and ConstantOfShape
+    outputs (nodes come in topological order, so a ConstantOfShape's shape is known first)."""
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            (attribute,) = node.attribute  # exactly one value_* attribute, per the spec
+            value = onnx.helper.get_attribute_value(attribute)
+            values[node.output[0]] = (numpy_helper.to_array(value)
+                                      if isinstance(value, onnx.TensorProto) else np.array(value))
+        elif node.op_type == "ConstantOfShape" and node.input[0] in values:
+            fill = np.zeros(1, np.float32)  # the spec's default value: a float32 zero
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    fill = numpy_helper.to_array(attribute.t).reshape(-1)
+            shape = [int(d) for d in values[node.input[0]].reshape(-1)]
+            values[node.output[0]] = np.full(shape, fill[0], dtype=fill.dtype)
+    return values
+
+
+def _image_input(graph, constants, source, preprocessing) -> tuple[str, int]:
+    """The one graph input that is not a weight (IR < 4 lists initializers as inputs too) and the
+    side S of its [N, 3, S, S] shape (from `preprocessing` when the graph leaves S open)."""
+    inputs = [i for i in graph.input if i.name not in constants]
+    if len(inputs) != 1:
+        raise OnnxImportError(f"{source}: expected one image input, found "
+                              f"{[i.name for i in inputs]}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    name = inputs[0].name
+    if len(shape) != 4 or shape[1] != 3 or shape[2] != shape[3]:
+        raise OnnxImportError(f"{source}: input {name!r} has shape {shape}; expected "
+                              f"[N, 3, S, S]")
+    side = shape[2]
+    if preprocessing is not None and side is not None and preprocessing.input_size != side:
+        raise ValueError(f"preprocessing.input_size={preprocessing.input_size} but the graph's "
+                         f"input {name!r} is {side}x{side}")
+    if side is None:
+        if preprocessing is None:
+            raise OnnxImportError(f"{source}: input {name!r} has no fixed size {shape}; pass "
+                                  f"preprocessing= with the input_size the weights expect")
+        side = preprocessing.input_size
+    return name, side
+
+
+# ------------------------------------------------------------------------- the chain
+
+def _describe(node: onnx.NodeProto) -> str:
+    return f"node {node.name or node.output[0]!r} ({node.op_type})"
+
+
+def _fail(node: onnx.NodeProto, expected: str) -> OnnxImportError:
+    return OnnxImportError(f"{_describe(node)}: expected {expected}")
+
+
+def _attributes(node: onnx.NodeProto) -> dict:
+    values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    unknown = set(values) - _ATTRIBUTES.get(node.op_type, set(values))
+    if unknown:
+        raise _fail(node, f"none of the attributes {sorted(unknown)}")
+    if values.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise _fail(node, f"auto_pad NOTSET (explicit pads), got {values['auto_pad']!r}")
+    if any(d != 1 for d in values.get("dilations", ())):
+        raise _fail(node, f"dilations 1, got {list(values['dilations'])}")
+    return values
+
+
+class _Weight(np.ndarray):
+    """A float32 array that remembers its ONNX tensor name, for error messages."""
+    onnx_name: str
+
+
+def _constant(node, index: int, constants, what: str) -> _Weight | None:
+    if index >= len(node.input) or not node.input[index]:
+        return None
+    name = node.input[index]
+    if name not in constants:
+        raise _fail(node, f"its {what} {name!r} to be a constant (initializer, Constant or "
+                          f"ConstantOfShape), not computed from the image")
+    value = constants[name]
+    if not np.issubdtype(value.dtype, np.floating):
+        raise _fail(node, f"a floating-point {what}, got {name!r} of dtype {value.dtype}")
+    weight = np.asarray(value, dtype=np.float32).view(_Weight)
+    weight.onnx_name = name
+    return weight
+
+
+def _square(node, values: list, what: str) -> int:
+    if len(values) != 2 or values[0] != values[1]:
+        raise _fail(node, f"a square {what} (the same on both axes), got {list(values)}")
+    return int(values[0])
+
+
+def _f32(value: float) -> float:
+    # ONNX float attributes are float32: 1e-4 arrives as 9.99999974737875e-05. The shortest
+    # decimal that rounds to the same float32 is the value the exporter meant.
+    return float(str(np.float32(value)))
+
+
+def _walk(graph, image: str, constants):
+    """Follow the chain from `image`; returns ((conv blocks, Gemm nodes), weights by parameter
+    name, (flatten node, its target shape or None))."""
+    constant_ops = {n.output[0] for n in graph.node if n.op_type in ("Constant", "ConstantOfShape")}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        if node.output[0] in constant_ops:
+            continue
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    convs: list[dict] = []  # ConvBlock keyword arguments, one per block
+    gemms: list = []
+    weights: dict[str, _Weight] = {}
+    flatten = None
+    state = "start"  # start, conv (before its Relu), block, flat, gemm (before its Relu), fc, end
+    visited = set()
+    tensor, channels, last = image, 3, None
+    while consumers.get(tensor):
+        nodes = consumers[tensor]
+        if len(nodes) != 1:
+            raise OnnxImportError(f"tensor {tensor!r} feeds {len(nodes)} nodes "
+                                  f"({', '.join(_describe(n) for n in nodes)}); expected a single "
+                                  f"chain from the image to the output")
+        node = last = nodes[0]
+        visited.add(id(node))
+        op = node.op_type
+        if node.domain not in ("", "ai.onnx"):
+            raise _fail(node, f"an op of the default ONNX domain, got domain {node.domain!r}")
+        if node.input[0] != tensor:
+            raise _fail(node, f"{tensor!r} as its first (data) input, got inputs "
+                              f"{list(node.input)}")
+        attributes = _attributes(node)
+        block = convs[-1] if convs else {}
+        if op == "Conv" and state in ("start", "block"):
+            if len(convs) == len(CONV_LAYERS):
+                raise _fail(node, f"{len(CONV_LAYERS)} Conv layers, this is one more")
+            weight = _constant(node, 1, constants, "weight")
+            bias = _constant(node, 2, constants, "bias")
+            groups = int(attributes.get("group", 1))
+            if weight.ndim != 4 or channels % groups or weight.shape[0] % groups:
+                raise _fail(node, f"a 4-d weight [out, {channels} / group, k, k] with out and "
+                                  f"{channels} divisible by group={groups}, got "
+                                  f"{list(weight.shape)}")
+            kernel = _square(node, attributes.get("kernel_shape", weight.shape[2:]), "kernel")
+            stride = _square(node, attributes.get("strides", (1, 1)), "stride")
+            pads = list(attributes.get("pads", (0, 0, 0, 0)))
+            if len(pads) != 4 or len(set(pads)) != 1:
+                raise _fail(node, f"the same padding on all four sides, got pads={pads}")
+            name = CONV_LAYERS[len(convs)]
+            weights[f"{name}.weight"] = weight
+            weights[f"{name}.bias"] = bias if bias is not None else _zeros(weight.shape[0], name)
+            channels = weight.shape[0]
+            convs.append(dict(out_channels=channels, kernel_size=kernel, stride=stride,
+                              padding=int(pads[0]), groups=groups))
+            state = "conv"
+        elif op == "Relu" and state in ("conv", "gemm"):
+            state = "block" if state == "conv" else "fc"
+        elif op == "LRN" and state == "block" and "lrn" not in block:
+            size = int(attributes["size"])
+            if size % 2 == 0:
+                # ONNX centres an even window differently from torch's local_response_norm.
+                raise _fail(node, f"an odd LRN size, got {size}")
+            block["lrn"] = LRN(size, _f32(attributes.get("alpha", 1e-4)),
+                               _f32(attributes.get("beta", 0.75)), _f32(attributes.get("bias", 1.0)))
+            block["order"] = "pool_lrn" if "pool" in block else "lrn_pool"
+        elif op == "MaxPool" and state == "block" and "pool" not in block:
+            block["pool"] = _max_pool(node, attributes)
+        elif op in ("Reshape", "Flatten") and state == "block":
+            if len(convs) != len(CONV_LAYERS):
+                raise _fail(node, f"{len(CONV_LAYERS)} Conv blocks before it, found {len(convs)}")
+            if op == "Flatten" and attributes.get("axis", 1) != 1:
+                raise _fail(node, f"axis=1 (flatten to [N, C*H*W]), got axis={attributes['axis']}")
+            shape = None
+            if op == "Reshape":
+                shape = attributes.get("shape")  # opset < 5 keeps the shape in an attribute
+                if shape is None:
+                    if node.input[1] not in constants:
+                        raise _fail(node, f"a constant target shape, {node.input[1]!r} is computed")
+                    shape = constants[node.input[1]]
+                shape = [int(d) for d in np.reshape(shape, -1)]
+            flatten = (node, shape)
+            state = "flat"
+        elif op == "Gemm" and state in ("flat", "fc"):
+            if len(gemms) == len(FC_LAYERS):
+                raise _fail(node, f"{len(FC_LAYERS)} Gemm layers, this is one more")
+            name = FC_LAYERS[len(gemms)]
+            weights[f"{name}.weight"], weights[f"{name}.bias"] = _gemm(node, attributes, constants,
+                                                                       name)
+            gemms.append(node)
+            state = "gemm"
+        elif op == "Softmax" and state == "gemm" and len(gemms) == len(FC_LAYERS):
+            state = "end"
+        elif op == "Dropout" and state != "end":
+            pass
+        else:
+            raise _fail(node, _EXPECTED[state])
+        tensor = node.output[0]
+    stray = [n for n in graph.node
+             if id(n) not in visited and n.output[0] not in constant_ops]
+    if stray:
+        raise _fail(stray[0], f"only nodes on the chain from input {image!r}; this one is not "
+                              f"on it")
+    if last is None:
+        raise OnnxImportError(f"input {image!r} feeds no node")
+    if len(gemms) < 2 or (len(gemms) == 2 and state != "fc") or (
+            len(gemms) == 3 and state not in ("gemm", "end")):
+        raise _fail(last, "the graph to end with fc6 -> Relu -> fc7 -> Relu [-> fc8 "
+                          "[-> Softmax]] (fc8 without Relu: it gives the logits); it ends here "
+                          f"after {len(gemms)} Gemm")
+    blocks = [ConvBlock(**kwargs) for kwargs in convs]
+    return (blocks, gemms), weights, flatten
+
+
+_EXPECTED = {
+    "start": "a Conv (conv1) on the image input",
+    "conv": "a Relu after the Conv",
+    "block": "LRN or MaxPool (each at most once per block), the next Conv, or Reshape/Flatten "
+             "after conv5",
+    "flat": "a Gemm (fc6) after the flatten",
+    "gemm": "a Relu after the Gemm (or a Softmax after fc8)",
+    "fc": "the next Gemm or the end of the graph",
+    "end": "nothing after the Softmax",
+}
+
+
+def _max_pool(node, attributes) -> MaxPool:
+    kernel = [int(k) for k in attributes["kernel_shape"]]
+    stride = [int(s) for s in attributes.get("strides", (1, 1))]
+    # ONNX pads [x1_begin, x2_begin, x1_end, x2_end] = (top, left, bottom, right), cnnxfer's order.
+    pads = tuple(int(p) for p in attributes.get("pads", (0, 0, 0, 0)))
+    if len(kernel) != 2 or len(stride) != 2 or len(pads) != 4:
+        raise _fail(node, f"a 2-d max-pool, got kernel_shape={kernel}, strides={stride}, "
+                          f"pads={list(pads)}")
+    if any(not 0 <= p <= k // 2 for p, k in zip(pads, kernel * 2)):
+        raise _fail(node, f"pads in [0, kernel // 2] on each side, got pads={list(pads)} for "
+                          f"kernel_shape={kernel}")
+    return MaxPool(kernel[0] if kernel[0] == kernel[1] else tuple(kernel),
+                   stride[0] if stride[0] == stride[1] else tuple(stride),
+                   pads[0] if len(set(pads)) == 1 else pads,
+                   ceil_mode=bool(attributes.get("ceil_mode", 0)))
+
+
+def _gemm(node, attributes, constants, name) -> tuple[_Weight, _Weight]:
+    """Y = alpha * A @ B' + beta * C as nn.Linear's (weight [out, in], bias [out])."""
+    if attributes.get("transA", 0):
+        raise _fail(node, "transA=0 (the activations as A)")
+    weight = _constant(node, 1, constants, "weight")
+    if weight.ndim != 2:
+        raise _fail(node, f"a 2-d weight, got {weight.onnx_name!r} of shape {list(weight.shape)}")
+    onnx_name = weight.onnx_name
+    if not attributes.get("transB", 0):
+        weight = np.ascontiguousarray(weight.T).view(_Weight)  # B is [in, out]; Linear: [out, in]
+    # Fold the scalars in: alpha * (x @ W') + beta * c == x @ (alpha * W)' + (beta * c).
+    weight = (weight * np.float32(attributes.get("alpha", 1.0))).view(_Weight)
+    weight.onnx_name = onnx_name
+    bias = _constant(node, 2, constants, "bias")
+    if bias is None:
+        return weight, _zeros(weight.shape[0], name)
+    if bias.size != weight.shape[0] or bias.ndim > 2:
+        raise _fail(node, f"a bias of {weight.shape[0]} values ([out] or [1, out]), got "
+                          f"{bias.onnx_name!r} of shape {list(bias.shape)}")
+    scaled = (bias.reshape(-1) * np.float32(attributes.get("beta", 1.0))).view(_Weight)
+    scaled.onnx_name = bias.onnx_name
+    return weight, scaled
+
+
+def _zeros(n: int, layer: str) -> _Weight:
+    bias = np.zeros(n, np.float32).view(_Weight)
+    bias.onnx_name = f"(no bias: zeros for {layer})"
+    return bias
+
+
+# ------------------------------------------------------------------------- checks and copying
+
+def _check_fc6_input(arch: Architecture, flatten, fc6, fc6_weight) -> None:
+    try:
+        c, h, w = arch.conv5_shape()
+    except ValueError as error:
+        raise OnnxImportError(str(error)) from None
+    if fc6_weight.shape[1] != c * h * w:
+        raise OnnxImportError(f"{_describe(fc6)}: fc6 weight {fc6_weight.onnx_name!r} takes "
+                              f"{fc6_weight.shape[1]} inputs but conv5 gives {c}x{h}x{w} = "
+                              f"{c * h * w} for a {arch.input_size}x{arch.input_size} input")
+    node, shape = flatten
+    if shape is not None and (len(shape) != 2 or shape[1] not in (-1, c * h * w)):
+        raise _fail(node, f"a reshape to [N, {c * h * w}] or [N, -1], got {shape}")
+
+
+def _copy_weights(net: AlexNet, weights: dict[str, _Weight], source: str) -> None:
+    params = dict(net.named_parameters())
+    wrong = [f"{name} (ONNX {value.onnx_name!r}): graph {list(value.shape)}, network expects "
+             f"{list(params[name].shape)}"
+             for name, value in weights.items() if tuple(value.shape) != tuple(params[name].shape)]
+    if wrong:
+        raise OnnxImportError(f"{source}: weight shapes do not fit the network: "
+                              + "; ".join(wrong))
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(torch.from_numpy(np.asarray(value)))
