@@ -1,9 +1,15 @@
 """The `cnnxfer` command.
 
+    cnnxfer extract --weights W IMAGES... -o OUT.safetensors|OUT.npz [--layer fc7] [--dtype ...]
+    cnnxfer info W
+    cnnxfer convert IN OUT.safetensors
     cnnxfer demo [--batch 32] [--dtype float32|bfloat16] [--channels-last] [--compile]
 
-demo runs the fused ReLU + LRN + max-pool on random AlexNet conv1 outputs, checks it against the
-plain-PyTorch reference and prints the times and the speed ratio.
+extract writes the features and boxes of every grid patch of each image (see cnnxfer.store for
+the layout); images that cannot be read are reported and skipped, and an interrupted run still
+writes what it finished. info prints a network, its preprocessing and its layers. convert writes
+any supported weights (.pth, .onnx, .safetensors) as cnnxfer safetensors. demo runs the fused
+ReLU + LRN + max-pool against plain PyTorch and prints the speed ratio.
 """
 from __future__ import annotations
 
@@ -67,6 +73,72 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import store, weights
+    from .features import PatchFeatureExtractor
+
+    output = store.check_path(args.output)  # fail before any work, not after it
+    net = weights.load(args.weights)
+    extractor = PatchFeatureExtractor(net, layer=args.layer, device=args.device,
+                                      dtype=_DTYPES[args.dtype], conv_pooling=args.conv_pooling)
+    results, skipped = [], []
+
+    def report(source: str, error: Exception) -> None:
+        skipped.append({"source": source, "error": str(error)})
+        progress.update(1)
+        tqdm.write(f"cnnxfer extract: skipped {source}: {error}", file=sys.stderr)
+
+    header = dict(layer=extractor.layer, weights=str(args.weights), dtype=args.dtype,
+                  conv_pooling=args.conv_pooling)
+    progress = tqdm(total=len(args.images), unit="image", disable=args.quiet)
+    status = 0
+    try:
+        for result in extractor.extract(args.images, on_error=report):
+            results.append(result)
+            progress.update(1)
+    except KeyboardInterrupt:
+        print(f"cnnxfer extract: interrupted; writing the {len(results)} finished images",
+              file=sys.stderr)
+        status = 130
+    finally:
+        progress.close()
+        store.save_features(output, results, skipped=skipped, **header)
+    patches = sum(len(r.boxes) for r in results)
+    print(f"wrote {output}: {len(results)} images, {patches} patches, layer {extractor.layer}, "
+          f"{extractor.feature_size()} features each; {len(skipped)} skipped")
+    return status or (1 if skipped and not results else 0)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from . import weights
+
+    net = weights.load(args.weights)
+    prep, arch = net.preprocessing, net.arch
+    parameters = sum(p.numel() for p in net.parameters())
+    print(f"{args.weights}: {arch.name}, {parameters / 1e6:.1f} M parameters, input "
+          f"{arch.input_size}x{arch.input_size}")
+    print(f"preprocessing: {prep.channel_order}, mean {list(prep.mean)}, std {list(prep.std)} "
+          f"(pixels 0..255)")
+    print("layers:")
+    for layer in net.layers:
+        print(f"  {layer:6s} {'x'.join(map(str, arch.output_shape(layer)))}")
+    print(net)
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from . import weights
+
+    net = weights.convert(args.source, args.destination)
+    print(f"wrote {args.destination}: {net.arch.name}, preprocessing {net.preprocessing}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnxfer", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -78,14 +150,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--repeats", type=int, default=10, help="timed runs, median kept")
     demo.add_argument("--cpu", action="store_true", help="stay on the CPU even with a GPU")
     demo.set_defaults(run=_demo)
+
+    extract = commands.add_parser("extract", help="features of every grid patch of images")
+    extract.add_argument("images", nargs="+", help="image files (anything Pillow decodes)")
+    extract.add_argument("--weights", required=True, help=".safetensors, .pth or .onnx weights")
+    extract.add_argument("-o", "--output", required=True, help="OUT.safetensors or OUT.npz")
+    extract.add_argument("--layer", default="fc7", help="conv1..conv5, fc6, fc7, fc8 (fc7)")
+    extract.add_argument("--conv-pooling", choices=("flatten", "max", "avg"), default="flatten",
+                         help="how conv-layer maps become vectors (flatten)")
+    extract.add_argument("--dtype", choices=tuple(_DTYPES), default="float32")
+    extract.add_argument("--device", default="cpu", help="cpu or cuda (cpu)")
+    extract.add_argument("--quiet", action="store_true", help="no progress bar")
+    extract.set_defaults(run=_extract)
+
+    info = commands.add_parser("info", help="a network, its preprocessing and its layers")
+    info.add_argument("weights", help=".safetensors, .pth or .onnx weights")
+    info.set_defaults(run=_info)
+
+    convert = commands.add_parser("convert", help="weights to cnnxfer safetensors")
+    convert.add_argument("source", help=".pth, .onnx or .safetensors weights")
+    convert.add_argument("destination", help="OUT.safetensors")
+    convert.set_defaults(run=_convert)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if getattr(args, "batch", 1) <= 0:
-        build_parser().error(f"--batch must be a positive int, got {args.batch}")
-    return args.run(args)
+        parser.error(f"--batch must be a positive int, got {args.batch}")
+    try:
+        return args.run(args)
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        # a user's mistake (a missing file, weights that do not fit, a bad layer name): one line,
+        # no traceback
+        print(f"cnnxfer {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

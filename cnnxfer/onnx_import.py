@@ -66,6 +66,7 @@ def from_onnx(path_or_model: str | os.PathLike | onnx.ModelProto, *,
         FileNotFoundError: no file at the path.
         OnnxImportError: not an ONNX file, a node the importer cannot map, or weights of the wrong
             shape or with NaN/inf.
+        ValueError: preprocessing.input_size differs from the graph's input size.
     """
     model, source = _load(path_or_model)
     graph = model.graph
@@ -73,14 +74,14 @@ def from_onnx(path_or_model: str | os.PathLike | onnx.ModelProto, *,
     image, side = _image_input(graph, constants, source, preprocessing)
     arch_parts, weights, flatten = _walk(graph, image, constants)
     convs, fc_nodes = arch_parts
-    fc_out = [weights[f"{name}.weight"].shape[0] for name in FC_LAYERS[:len(fc_nodes)]]
+    fc_out = [weights[f"{name}.weight"][1].shape[0] for name in FC_LAYERS[:len(fc_nodes)]]
     arch = Architecture(name=graph.name or "onnx", convs=tuple(convs), fc=(fc_out[0], fc_out[1]),
                         num_classes=fc_out[2] if len(fc_out) == 3 else None, input_size=side,
                         adaptive_pool=None)
     _check_fc6_input(arch, flatten, fc_nodes[0], weights["fc6.weight"])
-    for name, value in weights.items():
+    for name, (onnx_name, value) in weights.items():
         if not np.isfinite(value).all():
-            raise OnnxImportError(f"{source}: weight tensor {value.onnx_name!r} ({name}) holds "
+            raise OnnxImportError(f"{source}: weight tensor {onnx_name!r} ({name}) holds "
                                   f"NaN or inf")
     net = AlexNet(arch, preprocessing or replace(CAFFE, input_size=side), backend=backend)
     _copy_weights(net, weights, source)
@@ -178,12 +179,8 @@ def _attributes(node: onnx.NodeProto) -> dict:
     return values
 
 
-class _Weight(np.ndarray):
-    """A float32 array that remembers its ONNX tensor name, for error messages."""
-    onnx_name: str
-
-
-def _constant(node, index: int, constants, what: str) -> _Weight | None:
+def _constant(node, index: int, constants, what: str) -> tuple[str, np.ndarray] | None:
+    """(ONNX name, float32 array) of the node's input `index`, None when the input is absent."""
     if index >= len(node.input) or not node.input[index]:
         return None
     name = node.input[index]
@@ -193,9 +190,7 @@ def _constant(node, index: int, constants, what: str) -> _Weight | None:
     value = constants[name]
     if not np.issubdtype(value.dtype, np.floating):
         raise _fail(node, f"a floating-point {what}, got {name!r} of dtype {value.dtype}")
-    weight = np.asarray(value, dtype=np.float32).view(_Weight)
-    weight.onnx_name = name
-    return weight
+    return name, np.asarray(value, dtype=np.float32)
 
 
 def _square(node, values: list, what: str) -> int:
@@ -213,27 +208,26 @@ def _f32(value: float) -> float:
 def _walk(graph, image: str, constants):
     """Follow the chain from `image`; returns ((conv blocks, Gemm nodes), weights by parameter
     name, (flatten node, its target shape or None))."""
-    constant_ops = {n.output[0] for n in graph.node if n.op_type in ("Constant", "ConstantOfShape")}
+    # One list of the node objects: protobuf may hand out a new wrapper on each access, and the
+    # stray-node check below compares identities.
+    nodes = [n for n in graph.node if n.op_type not in ("Constant", "ConstantOfShape")]
     consumers: dict[str, list] = {}
-    for node in graph.node:
-        if node.output[0] in constant_ops:
-            continue
+    for node in nodes:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     convs: list[dict] = []  # ConvBlock keyword arguments, one per block
     gemms: list = []
-    weights: dict[str, _Weight] = {}
+    weights: dict[str, tuple[str, np.ndarray]] = {}  # parameter name -> (ONNX name, value)
     flatten = None
     state = "start"  # start, conv (before its Relu), block, flat, gemm (before its Relu), fc, end
     visited = set()
     tensor, channels, last = image, 3, None
     while consumers.get(tensor):
-        nodes = consumers[tensor]
-        if len(nodes) != 1:
-            raise OnnxImportError(f"tensor {tensor!r} feeds {len(nodes)} nodes "
-                                  f"({', '.join(_describe(n) for n in nodes)}); expected a single "
-                                  f"chain from the image to the output")
-        node = last = nodes[0]
+        if len(consumers[tensor]) != 1:
+            raise OnnxImportError(f"tensor {tensor!r} feeds {len(consumers[tensor])} nodes ("
+                                  f"{', '.join(_describe(n) for n in consumers[tensor])}); "
+                                  f"expected a single chain from the image to the output")
+        node = last = consumers[tensor][0]
         visited.add(id(node))
         op = node.op_type
         if node.domain not in ("", "ai.onnx"):
@@ -246,24 +240,11 @@ def _walk(graph, image: str, constants):
         if op == "Conv" and state in ("start", "block"):
             if len(convs) == len(CONV_LAYERS):
                 raise _fail(node, f"{len(CONV_LAYERS)} Conv layers, this is one more")
-            weight = _constant(node, 1, constants, "weight")
-            bias = _constant(node, 2, constants, "bias")
-            groups = int(attributes.get("group", 1))
-            if weight.ndim != 4 or channels % groups or weight.shape[0] % groups:
-                raise _fail(node, f"a 4-d weight [out, {channels} / group, k, k] with out and "
-                                  f"{channels} divisible by group={groups}, got "
-                                  f"{list(weight.shape)}")
-            kernel = _square(node, attributes.get("kernel_shape", weight.shape[2:]), "kernel")
-            stride = _square(node, attributes.get("strides", (1, 1)), "stride")
-            pads = list(attributes.get("pads", (0, 0, 0, 0)))
-            if len(pads) != 4 or len(set(pads)) != 1:
-                raise _fail(node, f"the same padding on all four sides, got pads={pads}")
             name = CONV_LAYERS[len(convs)]
-            weights[f"{name}.weight"] = weight
-            weights[f"{name}.bias"] = bias if bias is not None else _zeros(weight.shape[0], name)
-            channels = weight.shape[0]
-            convs.append(dict(out_channels=channels, kernel_size=kernel, stride=stride,
-                              padding=int(pads[0]), groups=groups))
+            block, weights[f"{name}.weight"], weights[f"{name}.bias"] = _conv(
+                node, attributes, constants, channels, name)
+            convs.append(block)
+            channels = block["out_channels"]
             state = "conv"
         elif op == "Relu" and state in ("conv", "gemm"):
             state = "block" if state == "conv" else "fc"
@@ -307,8 +288,7 @@ def _walk(graph, image: str, constants):
         else:
             raise _fail(node, _EXPECTED[state])
         tensor = node.output[0]
-    stray = [n for n in graph.node
-             if id(n) not in visited and n.output[0] not in constant_ops]
+    stray = [n for n in nodes if id(n) not in visited]
     if stray:
         raise _fail(stray[0], f"only nodes on the chain from input {image!r}; this one is not "
                               f"on it")
@@ -335,6 +315,25 @@ _EXPECTED = {
 }
 
 
+def _conv(node, attributes, constants, channels: int, name: str):
+    """ConvBlock keyword arguments and the (ONNX name, value) of the weight [out, in / group,
+    k, k] and the bias [out]; `channels` is the number of input channels."""
+    weight_name, weight = _constant(node, 1, constants, "weight")
+    groups = int(attributes.get("group", 1))
+    if weight.ndim != 4 or channels % groups or weight.shape[0] % groups:
+        raise _fail(node, f"a 4-d weight [out, {channels} / group, k, k] with out and {channels} "
+                          f"divisible by group={groups}, got {list(weight.shape)}")
+    kernel = _square(node, attributes.get("kernel_shape", weight.shape[2:]), "kernel")
+    stride = _square(node, attributes.get("strides", (1, 1)), "stride")
+    pads = list(attributes.get("pads", (0, 0, 0, 0)))
+    if len(pads) != 4 or len(set(pads)) != 1:  # ConvBlock (and nn.Conv2d) pad symmetrically
+        raise _fail(node, f"the same padding on all four sides, got pads={pads}")
+    block = dict(out_channels=weight.shape[0], kernel_size=kernel, stride=stride,
+                 padding=int(pads[0]), groups=groups)
+    bias = _constant(node, 2, constants, "bias") or _zeros(weight.shape[0], name)
+    return block, (weight_name, weight), bias
+
+
 def _max_pool(node, attributes) -> MaxPool:
     kernel = [int(k) for k in attributes["kernel_shape"]]
     stride = [int(s) for s in attributes.get("strides", (1, 1))]
@@ -352,34 +351,31 @@ def _max_pool(node, attributes) -> MaxPool:
                    ceil_mode=bool(attributes.get("ceil_mode", 0)))
 
 
-def _gemm(node, attributes, constants, name) -> tuple[_Weight, _Weight]:
-    """Y = alpha * A @ B' + beta * C as nn.Linear's (weight [out, in], bias [out])."""
+def _gemm(node, attributes, constants, name) -> tuple[tuple[str, np.ndarray], ...]:
+    """Y = alpha * A @ B' + beta * C as nn.Linear's (weight [out, in], bias [out]), each as
+    (ONNX name, value)."""
     if attributes.get("transA", 0):
         raise _fail(node, "transA=0 (the activations as A)")
-    weight = _constant(node, 1, constants, "weight")
+    weight_name, weight = _constant(node, 1, constants, "weight")
     if weight.ndim != 2:
-        raise _fail(node, f"a 2-d weight, got {weight.onnx_name!r} of shape {list(weight.shape)}")
-    onnx_name = weight.onnx_name
+        raise _fail(node, f"a 2-d weight, got {weight_name!r} of shape {list(weight.shape)}")
     if not attributes.get("transB", 0):
-        weight = np.ascontiguousarray(weight.T).view(_Weight)  # B is [in, out]; Linear: [out, in]
+        weight = np.ascontiguousarray(weight.T)  # B is [in, out]; nn.Linear's weight [out, in]
     # Fold the scalars in: alpha * (x @ W') + beta * c == x @ (alpha * W)' + (beta * c).
-    weight = (weight * np.float32(attributes.get("alpha", 1.0))).view(_Weight)
-    weight.onnx_name = onnx_name
+    weight = weight * np.float32(attributes.get("alpha", 1.0))
     bias = _constant(node, 2, constants, "bias")
     if bias is None:
-        return weight, _zeros(weight.shape[0], name)
+        return (weight_name, weight), _zeros(weight.shape[0], name)
+    bias_name, bias = bias
     if bias.size != weight.shape[0] or bias.ndim > 2:
         raise _fail(node, f"a bias of {weight.shape[0]} values ([out] or [1, out]), got "
-                          f"{bias.onnx_name!r} of shape {list(bias.shape)}")
-    scaled = (bias.reshape(-1) * np.float32(attributes.get("beta", 1.0))).view(_Weight)
-    scaled.onnx_name = bias.onnx_name
-    return weight, scaled
+                          f"{bias_name!r} of shape {list(bias.shape)}")
+    return (weight_name, weight), (bias_name, bias.reshape(-1) * np.float32(
+        attributes.get("beta", 1.0)))
 
 
-def _zeros(n: int, layer: str) -> _Weight:
-    bias = np.zeros(n, np.float32).view(_Weight)
-    bias.onnx_name = f"(no bias: zeros for {layer})"
-    return bias
+def _zeros(n: int, layer: str) -> tuple[str, np.ndarray]:
+    return f"(none: zero bias for {layer})", np.zeros(n, np.float32)
 
 
 # ------------------------------------------------------------------------- checks and copying
@@ -389,8 +385,9 @@ def _check_fc6_input(arch: Architecture, flatten, fc6, fc6_weight) -> None:
         c, h, w = arch.conv5_shape()
     except ValueError as error:
         raise OnnxImportError(str(error)) from None
+    weight_name, fc6_weight = fc6_weight
     if fc6_weight.shape[1] != c * h * w:
-        raise OnnxImportError(f"{_describe(fc6)}: fc6 weight {fc6_weight.onnx_name!r} takes "
+        raise OnnxImportError(f"{_describe(fc6)}: fc6 weight {weight_name!r} takes "
                               f"{fc6_weight.shape[1]} inputs but conv5 gives {c}x{h}x{w} = "
                               f"{c * h * w} for a {arch.input_size}x{arch.input_size} input")
     node, shape = flatten
@@ -398,14 +395,15 @@ def _check_fc6_input(arch: Architecture, flatten, fc6, fc6_weight) -> None:
         raise _fail(node, f"a reshape to [N, {c * h * w}] or [N, -1], got {shape}")
 
 
-def _copy_weights(net: AlexNet, weights: dict[str, _Weight], source: str) -> None:
+def _copy_weights(net: AlexNet, weights: dict[str, tuple[str, np.ndarray]], source: str) -> None:
     params = dict(net.named_parameters())
-    wrong = [f"{name} (ONNX {value.onnx_name!r}): graph {list(value.shape)}, network expects "
+    wrong = [f"{name} (ONNX {onnx_name!r}): graph {list(value.shape)}, network expects "
              f"{list(params[name].shape)}"
-             for name, value in weights.items() if tuple(value.shape) != tuple(params[name].shape)]
+             for name, (onnx_name, value) in weights.items()
+             if tuple(value.shape) != tuple(params[name].shape)]
     if wrong:
         raise OnnxImportError(f"{source}: weight shapes do not fit the network: "
                               + "; ".join(wrong))
     with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(torch.from_numpy(np.asarray(value)))
+        for name, (_, value) in weights.items():
+            params[name].copy_(torch.from_numpy(np.ascontiguousarray(value)))

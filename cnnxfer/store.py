@@ -1,0 +1,73 @@
+"""Patch features on disk: one file for a set of images, safetensors or .npz.
+
+Layout (the same keys in both formats), for the i-th image written (0, 1, ...):
+    features/{i}   [K_i, D] features (safetensors keeps bf16; .npz stores float32, as NumPy has
+                   no bfloat16)
+    boxes/{i}      [K_i, 4] int64 (x0, y0, x1, y1) in pixels of the upright decoded image
+and a JSON header: {"sources": [name of image i, ...], "skipped": [{"source", "error"}, ...],
+plus whatever the writer adds (layer, weights, dtype)}; in safetensors metadata under
+"cnnxfer.features", in .npz as the array "header" (a JSON string).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .features import ImageFeatures
+
+_HEADER_KEY = "cnnxfer.features"
+SUFFIXES = (".safetensors", ".npz")
+
+
+def check_path(path: str | os.PathLike) -> Path:
+    """The output path, checked before any work is done: a known suffix, an existing folder."""
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise ValueError(f"output must end in .safetensors or .npz, got {str(path)!r}")
+    if not path.parent.exists():
+        raise FileNotFoundError(f"output folder does not exist: {str(path.parent)!r}")
+    return path
+
+
+def save_features(path: str | os.PathLike, results: list[ImageFeatures], *,
+                  skipped: list[dict] | None = None, **header) -> None:
+    """Writes results (and the skipped images' reports) to `path` (.safetensors or .npz)."""
+    path = check_path(path)
+    header = {**header, "sources": [r.source for r in results], "skipped": skipped or []}
+    tensors = {}
+    for index, result in enumerate(results):
+        tensors[f"features/{index}"] = result.features.detach().cpu().contiguous()
+        tensors[f"boxes/{index}"] = result.boxes.detach().cpu().to(torch.int64).contiguous()
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(path), metadata={_HEADER_KEY: json.dumps(header)})
+    else:
+        arrays = {k: (v.float() if v.dtype in (torch.bfloat16, torch.float16) else v).numpy()
+                  for k, v in tensors.items()}
+        with open(path, "wb") as handle:  # np.savez would append .npz to other names
+            np.savez(handle, header=np.array(json.dumps(header)), **arrays)
+
+
+def load_features(path: str | os.PathLike) -> tuple[list[ImageFeatures], dict]:
+    """Reads a file written by save_features: (results in order, header)."""
+    path = check_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"features file not found: {str(path)!r}")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = json.loads((handle.metadata() or {})[_HEADER_KEY])
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    else:
+        with np.load(path) as archive:
+            header = json.loads(str(archive["header"]))
+            tensors = {k: torch.from_numpy(archive[k]) for k in archive.files if k != "header"}
+    results = [ImageFeatures(source, tensors[f"features/{i}"], tensors[f"boxes/{i}"])
+               for i, source in enumerate(header["sources"])]
+    return results, header
