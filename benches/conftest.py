@@ -16,6 +16,7 @@ import torch
 # case -> provider -> median seconds; case -> bytes moved by the op (read + written)
 _TIMES: dict[str, dict[str, float]] = defaultdict(dict)
 _BYTES: dict[str, tuple[int, int]] = {}
+_NOTES: list[str] = []  # accuracy figures and other lines printed under the table
 
 
 def pytest_addoption(parser):
@@ -59,6 +60,12 @@ def record():
     return run
 
 
+@pytest.fixture
+def note():
+    """note(line): a line printed under the ratio table (accuracy measured beside the times)."""
+    return _NOTES.append
+
+
 # Providers that are not anchors to beat but the floor: "copy" is a same-size copy of the input
 # (scaled to the op's bytes read + written), "floor" already moves exactly the op's output bytes.
 _FLOORS = ("copy", "floor")
@@ -96,6 +103,8 @@ def _format_table() -> list[str]:
                              f"faster than cnnxfer fp32")
     if pairs:
         lines += ["", "bf16 vs cnnxfer fp32:"] + pairs
+    if _NOTES:
+        lines += [""] + _NOTES
     return lines
 
 

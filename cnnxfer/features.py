@@ -133,8 +133,9 @@ class PatchFeatureExtractor:
         yield from self._finished(queue)
 
     def bytes_per_patch(self) -> int:
-        """Peak bytes one patch needs on the way through the network: its input patch plus the
-        two largest consecutive activations, in the dtype the network computes in."""
+        """Peak bytes one patch needs on the way through the network: its input patch (held
+        twice while a batch is assembled from pieces) plus the two largest consecutive
+        activations, in the dtype the network computes in."""
         element = torch.empty((), dtype=compute_dtype(self.dtype, self.device)).element_size()
         arch = self.net.arch
         sizes = [3 * arch.input_size ** 2]

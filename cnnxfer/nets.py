@@ -262,7 +262,9 @@ class AlexNet(nn.Module):
                 raise ValueError(f"x must be [N, 3, {self.arch.input_size}, "
                                  f"{self.arch.input_size}] for layer {layer!r} (fc6 expects "
                                  f"{c}x{h}x{w} conv5 features), got {tuple(x.shape)}")
-        with torch.inference_mode(torch.is_inference_mode_enabled() or not torch.is_grad_enabled()):
+        # The network is frozen: no forward records gradients, whatever the backend. no_grad
+        # rather than inference_mode, so features can feed layers that are being trained.
+        with torch.no_grad():
             if backend == "reference":
                 return self._reference_forward(x, stop)
             return self._engine_forward(x, stop)

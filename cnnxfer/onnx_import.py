@@ -26,10 +26,13 @@ from onnx import numpy_helper
 from .nets import CONV_LAYERS, FC_LAYERS, AlexNet, Architecture, ConvBlock
 from .preprocessing import CAFFE, Preprocessing
 from .specs import LRN, MaxPool
+from .weights import WeightsError
 
 __all__ = ["OnnxImportError", "from_onnx"]
 
-# The attributes each mapped op may carry; any other one might change the meaning, so it is refused.
+# The attributes each mapped op may carry; any other one might change the meaning, so it is
+# refused. Relu, Dropout and Softmax are not listed: whatever they carry (old opsets' is_test,
+# consumed_inputs, Softmax's axis) does not change what the network computes.
 _ATTRIBUTES = {
     "Conv": {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"},
     "MaxPool": {"auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order",
@@ -39,11 +42,9 @@ _ATTRIBUTES = {
     "Reshape": {"shape", "allowzero"},
     "Flatten": {"axis"},
 }
-# Identity at inference or dropped on purpose: their attributes do not matter.
-_PASS_THROUGH = {"Dropout", "Softmax"}
 
 
-class OnnxImportError(ValueError):
+class OnnxImportError(WeightsError):
     """The graph is not an AlexNet-family network cnnxfer can run, or its weights are unusable."""
 
 
@@ -72,8 +73,7 @@ def from_onnx(path_or_model: str | os.PathLike | onnx.ModelProto, *,
     graph = model.graph
     constants = _constants(graph)
     image, side = _image_input(graph, constants, source, preprocessing)
-    arch_parts, weights, flatten = _walk(graph, image, constants)
-    convs, fc_nodes = arch_parts
+    convs, fc_nodes, weights, flatten = _walk(graph, image, constants)
     fc_out = [weights[f"{name}.weight"][1].shape[0] for name in FC_LAYERS[:len(fc_nodes)]]
     arch = Architecture(name=graph.name or "onnx", convs=tuple(convs), fc=(fc_out[0], fc_out[1]),
                         num_classes=fc_out[2] if len(fc_out) == 3 else None, input_size=side,
@@ -206,8 +206,9 @@ def _f32(value: float) -> float:
 
 
 def _walk(graph, image: str, constants):
-    """Follow the chain from `image`; returns ((conv blocks, Gemm nodes), weights by parameter
-    name, (flatten node, its target shape or None))."""
+    """Follow the chain from `image`. Returns the 5 ConvBlocks, the 2 or 3 Gemm nodes, the
+    weights as {parameter name: (ONNX name, float32 array)} and (the Reshape/Flatten node, its
+    target shape or None)."""
     # One list of the node objects: protobuf may hand out a new wrapper on each access, and the
     # stray-node check below compares identities.
     nodes = [n for n in graph.node if n.op_type not in ("Constant", "ConstantOfShape")]
@@ -253,8 +254,9 @@ def _walk(graph, image: str, constants):
             if size % 2 == 0:
                 # ONNX centres an even window differently from torch's local_response_norm.
                 raise _fail(node, f"an odd LRN size, got {size}")
-            block["lrn"] = LRN(size, _f32(attributes.get("alpha", 1e-4)),
-                               _f32(attributes.get("beta", 0.75)), _f32(attributes.get("bias", 1.0)))
+            block["lrn"] = LRN(size, alpha=_f32(attributes.get("alpha", 1e-4)),
+                               beta=_f32(attributes.get("beta", 0.75)),
+                               k=_f32(attributes.get("bias", 1.0)))  # ONNX's bias is the k
             block["order"] = "pool_lrn" if "pool" in block else "lrn_pool"
         elif op == "MaxPool" and state == "block" and "pool" not in block:
             block["pool"] = _max_pool(node, attributes)
@@ -299,8 +301,7 @@ def _walk(graph, image: str, constants):
         raise _fail(last, "the graph to end with fc6 -> Relu -> fc7 -> Relu [-> fc8 "
                           "[-> Softmax]] (fc8 without Relu: it gives the logits); it ends here "
                           f"after {len(gemms)} Gemm")
-    blocks = [ConvBlock(**kwargs) for kwargs in convs]
-    return (blocks, gemms), weights, flatten
+    return [ConvBlock(**kwargs) for kwargs in convs], gemms, weights, flatten
 
 
 _EXPECTED = {
@@ -406,4 +407,5 @@ def _copy_weights(net: AlexNet, weights: dict[str, tuple[str, np.ndarray]], sour
                               + "; ".join(wrong))
     with torch.no_grad():
         for name, (_, value) in weights.items():
-            params[name].copy_(torch.from_numpy(np.ascontiguousarray(value)))
+            # A copy: initializer arrays may be read-only views of the protobuf's bytes.
+            params[name].copy_(torch.from_numpy(np.array(value, dtype=np.float32, order="C")))

@@ -124,7 +124,8 @@ def from_state_dict(state: dict, *, arch: Architecture | None = None, name: str 
     torchvision_layout = any(key.startswith(("features.", "classifier.")) for key in state)
     aliases = {}
     if torchvision_layout:
-        aliases = {_rename_torchvision(k): k for k in state}
+        aliases = {f"{ours}.{leaf}": f"{theirs}.{leaf}" for theirs, ours in
+                   TORCHVISION_NAMES.items() for leaf in ("weight", "bias")}
         state = {_rename_torchvision(k): v for k, v in state.items()}
         name = name or "torchvision"
         preprocessing = preprocessing or TORCHVISION
