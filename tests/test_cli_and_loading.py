@@ -10,10 +10,20 @@ from cnnxfer import _extension, cli
 
 
 def test_demo_runs_checks_and_prints_ratio(capsys):
-    assert cli.main(["demo", "--batch", "2", "--repeats", "1", "--cpu"]) == 0
+    assert cli.main(["demo", "--batch", "2", "--repeats", "1", "--cpu", "--no-pipeline"]) == 0
     out = capsys.readouterr().out
     assert "max abs error vs float64 reference" in out
     assert "cnnxfer is" in out and "faster" in out
+    assert "feature pipeline" not in out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_demo_pipeline_checks_features_against_the_reference(capsys, dtype):
+    assert cli.main(["demo", "--batch", "2", "--repeats", "1", "--cpu", "--width", "0.125",
+                     "--check", "3", "--dtype", dtype]) == 0
+    out = capsys.readouterr().out
+    assert "feature pipeline: 500x375 JPEG -> 496 multi-scale patches" in out
+    assert "relative error of the first 3 patches" in out and "s/image" in out
 
 
 def test_demo_rejects_bad_batch():

@@ -35,6 +35,25 @@ def test_engine_matches_reference_at_every_layer(name, input_size):
         assert _relative_error(actual, expected) < 1e-4, layer
 
 
+@pytest.mark.parametrize("packed_linear", [True, False])
+def test_fc_layers_with_and_without_prepacked_weights(monkeypatch, packed_linear):
+    monkeypatch.setitem(nets.ENGINE_OPTIONS, "packed_linear", packed_linear)
+    net = nets.alexnet("alexnet", width=WIDTH, seed=8)
+    for batch in (1, 5):
+        x = _input(227, batch=batch, seed=batch)
+        for layer in ("fc6", "fc7", "fc8"):
+            expected = net(x.double(), layer, backend="reference")
+            assert _relative_error(net(x, layer), expected) < 1e-4, (batch, layer)
+
+
+def test_conv_outputs_keep_the_input_layout():
+    net = nets.alexnet("alexnet", width=WIDTH, seed=9)
+    x = _input(227)
+    assert net(x, "conv3").is_contiguous()
+    channels_last = net(x.contiguous(memory_format=torch.channels_last), "conv3")
+    assert channels_last.is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_engine_channels_last_and_bf16(name):
     net = nets.alexnet(name, width=WIDTH, seed=2)
