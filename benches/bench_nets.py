@@ -5,8 +5,8 @@ Batches of 32 patches, providers timed in the same run on the same input:
   eager    the same network with backend="reference": plain PyTorch layers (for bf16 on the CPU the
            LRN runs in fp32, as eager has no bf16 LRN kernel there)
   compile  torch.compile of that reference; for bf16 with channels_last inputs
-  floor    the convolutions and FC GEMMs alone, on inputs of the right shapes: what no
-           implementation of the network can beat
+  floor    the convolutions and FC GEMMs alone, on inputs of the right shapes, in the engine's
+           compute dtype (nets.compute_dtype): the part of the work the engine does not fuse away
 End to end: one 500x375 JPEG, decoded, cut into the paper's 496 patches and run to FC7 by
 PatchFeatureExtractor (seconds per image), against the reference path (extract_patches loop +
 eager reference network; fp32 only).
@@ -41,8 +41,10 @@ def _input(dtype, channels_last):
 
 
 def _floor(dtype, channels_last):
-    """The network's convolutions and GEMMs alone, each on a tensor of its input's shape."""
+    """The network's convolutions and GEMMs alone, each on a tensor of its input's shape, in the
+    dtype the engine computes in on this machine (fp32 for bf16 on CPUs that emulate bf16)."""
     net, arch = _net(), _net().arch
+    dtype = nets.compute_dtype(dtype, torch.device("cpu"))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     shapes = [(3, arch.input_size, arch.input_size)] + [out for _, out in arch.conv_shapes()]
     inputs = [torch.randn((BATCH, *shape)).to(dtype).contiguous(memory_format=fmt)

@@ -149,7 +149,7 @@ def _extract(args: argparse.Namespace) -> int:
     from .features import PatchFeatureExtractor
 
     output = store.check_path(args.output)  # fail before any work, not after it
-    net = weights.load(args.weights)
+    net = weights.load(args.weights, name=args.name)
     extractor = PatchFeatureExtractor(net, layer=args.layer, device=args.device,
                                       dtype=_DTYPES[args.dtype], conv_pooling=args.conv_pooling)
     results, skipped = [], []
@@ -183,7 +183,7 @@ def _extract(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from . import weights
 
-    net = weights.load(args.weights)
+    net = weights.load(args.weights, name=args.name)
     prep, arch = net.preprocessing, net.arch
     parameters = sum(p.numel() for p in net.parameters())
     print(f"{args.weights}: {arch.name}, {parameters / 1e6:.1f} M parameters, input "
@@ -200,9 +200,13 @@ def _info(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from . import weights
 
-    net = weights.convert(args.source, args.destination)
+    net = weights.convert(args.source, args.destination, name=args.name)
     print(f"wrote {args.destination}: {net.arch.name}, preprocessing {net.preprocessing}")
     return 0
+
+
+_NAME_HELP = ("architecture of a bare state_dict with cnnxfer names (alexnet, caffenet or "
+              "torchvision); stored or recognized weights need none")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,15 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--dtype", choices=tuple(_DTYPES), default="float32")
     extract.add_argument("--device", default="cpu", help="cpu or cuda (cpu)")
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
+    extract.add_argument("--name", help=_NAME_HELP)
     extract.set_defaults(run=_extract)
 
     info = commands.add_parser("info", help="a network, its preprocessing and its layers")
     info.add_argument("weights", help=".safetensors, .pth or .onnx weights")
+    info.add_argument("--name", help=_NAME_HELP)
     info.set_defaults(run=_info)
 
     convert = commands.add_parser("convert", help="weights to cnnxfer safetensors")
     convert.add_argument("source", help=".pth, .onnx or .safetensors weights")
     convert.add_argument("destination", help="OUT.safetensors")
+    convert.add_argument("--name", help=_NAME_HELP)
     convert.set_defaults(run=_convert)
     return parser
 

@@ -25,7 +25,7 @@ import torch
 from . import images as image_io
 from .nets import CONV_LAYERS, AlexNet, compute_dtype
 from .ops import extract_patches
-from .patches import paper_grid
+from .patches import as_boxes, paper_grid
 
 CONV_POOLING = ("flatten", "max", "avg")
 _DTYPES = {"cpu": (torch.float32, torch.bfloat16),
@@ -118,7 +118,7 @@ class PatchFeatureExtractor:
         queued = 0  # patches waiting in the queue
         for source in images:
             try:
-                image = image_io.load_image(source)
+                image = image_io.load_image(source).to(self.device)  # once, not per batch
                 boxes = self._boxes(image)
             except (OSError, ValueError, TypeError) as error:
                 self._report(source, error, on_error)
@@ -155,10 +155,14 @@ class PatchFeatureExtractor:
     # ------------------------------------------------------------------ internals
 
     def _boxes(self, image: torch.Tensor) -> torch.Tensor:
-        boxes = torch.as_tensor(self.grid(int(image.shape[2]), int(image.shape[1])))
+        """The grid's boxes for this image, checked (inside the image, integer, positive size)
+        here so that a bad box skips its image instead of stopping a run, and copied so that
+        results never share one tensor."""
+        width, height = int(image.shape[2]), int(image.shape[1])
+        boxes = torch.as_tensor(self.grid(width, height))
         if boxes.dim() != 2 or boxes.shape[1] != 4:
             raise ValueError(f"grid must return [K, 4] boxes, got shape {tuple(boxes.shape)}")
-        return boxes.to(torch.int64)
+        return as_boxes(boxes, width, height)  # int64, a copy
 
     def _run_batch(self, queue: deque) -> int:
         """Runs one batch of up to batch_size patches taken from the front of the queue and
@@ -186,12 +190,13 @@ class PatchFeatureExtractor:
         while queue and queue[0].done == len(queue[0].boxes):
             job = queue.popleft()
             features = (torch.cat(job.parts) if job.parts else
-                        torch.empty((0, self.feature_size()), dtype=self.dtype))
+                        torch.empty((0, self.feature_size()), dtype=self.dtype,
+                                    device=self.device))
             yield ImageFeatures(job.source, features, job.boxes)
 
     def _patches(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         prep = self.net.preprocessing
-        return extract_patches(image.to(self.device), boxes, size=self.net.arch.input_size,
+        return extract_patches(image, boxes, size=self.net.arch.input_size,
                                mean=prep.mean, std=prep.std, out_dtype=self.dtype,
                                channels_last=self.channels_last,
                                reverse_channels=prep.reverse_channels)

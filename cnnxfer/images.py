@@ -23,7 +23,9 @@ def load_image(source) -> torch.Tensor:
 
     Args:
         source: a file path; a PIL image; an [H, W] or [H, W, 3] array (RGB, as PIL gives); or a
-            [3, H, W] / [H, W] tensor (RGB).
+            [3, H, W] / [H, W] tensor (RGB). Floating arrays and tensors are in pixel units
+            (0..255); 0..1 images are refused with an error rather than misread. 16-bit
+            greyscale files are rescaled to 8 bits.
     Raises:
         FileNotFoundError for a missing file; ImageError for a file Pillow cannot decode or an
         array or tensor of the wrong shape or dtype.
@@ -46,8 +48,13 @@ def describe(source) -> str:
     """A short name for an image in messages and outputs: its path, or its type and shape."""
     if isinstance(source, (str, os.PathLike)):
         return str(source)
-    shape = getattr(source, "shape", None) or getattr(source, "size", None)
-    return f"<{type(source).__name__} {tuple(shape) if shape is not None else ''}>"
+    shape = getattr(source, "shape", None)
+    if shape is None:
+        shape = getattr(source, "size", None)  # PIL images: (width, height)
+    try:
+        return f"<{type(source).__name__} {tuple(shape)}>"
+    except TypeError:  # no shape, or a method (torch's .size)
+        return f"<{type(source).__name__}>"
 
 
 def _open(path: Path):
@@ -59,7 +66,8 @@ def _open(path: Path):
         with Image.open(path) as image:
             image.load()  # decode now, inside the try: truncated files fail here
             return ImageOps.exif_transpose(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as error:
         raise ImageError(f"cannot decode image {str(path)!r}: {error}") from error
 
 
@@ -67,10 +75,26 @@ def _from_pil(image) -> torch.Tensor:
     from PIL import ImageOps
 
     image = ImageOps.exif_transpose(image) if image.getexif() else image
+    if image.mode.startswith("I;16") or image.mode == "I":
+        # 16-bit greyscale (PNG, TIFF): Pillow's convert("RGB") would clip at 255, not rescale
+        grey = np.asarray(image, dtype=np.float32) * (255.0 / 65535.0)
+        grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+        return torch.from_numpy(np.repeat(grey[None], 3, axis=0))
     if image.mode != "RGB":
-        image = image.convert("RGB")
+        image = image.convert("RGB")  # grey, palette, CMYK; alpha is dropped, not composited
     pixels = np.asarray(image)  # [H, W, 3] uint8
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1)  # a [3, H, W] view of HWC memory
+
+
+def _check_float_scale(values, kind: str) -> None:
+    """Floating images are read in pixel units (0..255); a 0..1 image (torchvision's
+    convention) would give meaningless features after the mean subtraction, so it is refused."""
+    if values.size == 0 if isinstance(values, np.ndarray) else values.numel() == 0:
+        return
+    top = float(values.max())
+    if 0 < top <= 1.0:
+        raise ImageError(f"image {kind} is floating point with values in [0, 1] (max {top:g}); "
+                         f"cnnxfer expects pixel values 0..255: multiply by 255")
 
 
 def _from_array(array: np.ndarray) -> torch.Tensor:
@@ -81,6 +105,8 @@ def _from_array(array: np.ndarray) -> torch.Tensor:
     if array.ndim != 3 or array.shape[2] != 3:
         raise ImageError(f"image array must be [H, W] or [H, W, 3] (RGB), got shape "
                          f"{array.shape}")
+    if array.dtype != np.uint8:
+        _check_float_scale(array, "array")
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
 
 
@@ -92,4 +118,6 @@ def _from_tensor(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.dim() != 3 or tensor.shape[0] != 3:
         raise ImageError(f"image tensor must be [3, H, W] (RGB) or [H, W], got shape "
                          f"{tuple(tensor.shape)}")
+    if tensor.is_floating_point():
+        _check_float_scale(tensor, "tensor")
     return tensor

@@ -74,9 +74,12 @@ class Architecture:
                                  f"conv layers (a feature map shrinks to nothing)")
             conv = (block.out_channels, side, side)
             if block.pool is not None:
-                kh, _ = as_pair(block.pool.kernel_size, "kernel_size")
-                sh, _ = as_pair(block.pool.stride, "stride")
-                top, _, bottom, _ = as_padding(block.pool.padding)
+                kh, kw = as_pair(block.pool.kernel_size, "kernel_size")
+                sh, sw = as_pair(block.pool.stride, "stride")
+                top, left, bottom, right = as_padding(block.pool.padding)
+                if (kh, sh, top, bottom) != (kw, sw, left, right):
+                    raise ValueError(f"{self.name}: pools must treat height and width alike "
+                                     f"(square inputs stay square), got {block.pool}")
                 if side + top + bottom < kh:
                     raise ValueError(f"{self.name}: input_size={self.input_size} is too small "
                                      f"for the pooling layers")
@@ -197,6 +200,8 @@ class AlexNet(nn.Module):
 
     Parameters: conv1..conv5 (nn.Conv2d) and fc6, fc7, fc8 (nn.Linear; fc8 absent when
     arch.num_classes is None). `preprocessing` records the input convention of its weights.
+    The network is a frozen feature extractor: forward runs under torch.no_grad (outputs never
+    require grad) and train() keeps it in eval mode (there is no dropout to switch).
 
     forward(x, layer=None, backend=None):
         x: [N, 3, S, S] float32/bfloat16/float16 (S = arch.input_size for the FC layers; the conv
@@ -224,11 +229,30 @@ class AlexNet(nn.Module):
         for name, (n_in, n_out) in zip(FC_LAYERS, zip(widths, widths[1:])):
             self.add_module(name, nn.Linear(n_in, n_out))
         self.eval()
-        self._cast_cache: dict = {}
+        self._cast_cache: dict = {}  # (dtype, device, channels_last, packed) -> weights
 
     @property
     def layers(self) -> tuple[str, ...]:
         return self.arch.layers()
+
+    def clear_cache(self) -> None:
+        """Drops the engine's cast / prepacked weights. They follow .to(), load_state_dict and
+        in-place edits of the parameters by themselves; call this after editing `.data`."""
+        self._cast_cache = {}
+
+    def _apply(self, fn, *args, **kwargs):
+        self.clear_cache()  # .to(), .cuda(), .float(): the cached copies are of the old tensors
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.clear_cache()
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self):
+        # The cache may hold oneDNN-packed tensors, which cannot be pickled or deep-copied.
+        state = super().__getstate__()  # already a copy of __dict__
+        state["_cast_cache"] = {}
+        return state
 
     def train(self, mode: bool = True) -> "AlexNet":
         # A frozen feature extractor: there is no dropout to switch and nothing to train here;

@@ -62,12 +62,16 @@ def load_features(path: str | os.PathLike) -> tuple[list[ImageFeatures], dict]:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt", device="cpu") as handle:
-            header = json.loads((handle.metadata() or {})[_HEADER_KEY])
+            header = (handle.metadata() or {}).get(_HEADER_KEY)
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     else:
         with np.load(path) as archive:
-            header = json.loads(str(archive["header"]))
+            header = str(archive["header"]) if "header" in archive.files else None
             tensors = {k: torch.from_numpy(archive[k]) for k in archive.files if k != "header"}
+    if header is None:
+        raise ValueError(f"{str(path)!r} is not a cnnxfer features file (no header); expected "
+                         f"a file written by `cnnxfer extract` or cnnxfer.store.save_features")
+    header = json.loads(header)
     results = [ImageFeatures(source, tensors[f"features/{i}"], tensors[f"boxes/{i}"])
                for i, source in enumerate(header["sources"])]
     return results, header

@@ -90,3 +90,14 @@ def test_info_and_convert(files, capsys, tmp_path):
     converted = tmp_path / "copy.safetensors"
     assert main(["convert", str(weights_path), str(converted)]) == 0
     assert weights.load(converted).arch == weights.load(weights_path).arch
+
+
+def test_bare_state_dict_needs_and_takes_name(tmp_path, capsys):
+    net = nets.alexnet("caffenet", width=0.125, seed=1)
+    bare = tmp_path / "bare.pth"
+    torch.save(net.state_dict(), bare)
+    assert main(["info", str(bare)]) == 2
+    assert "pass name=" in capsys.readouterr().err
+    out = tmp_path / "named.safetensors"
+    assert main(["convert", str(bare), str(out), "--name", "caffenet"]) == 0
+    assert weights.load(out).arch == net.arch

@@ -162,3 +162,50 @@ def test_byte_budget_bounds_the_batch(net):
     features, _ = small(_image())
     assert torch.allclose(features, PatchFeatureExtractor(net, grid=_grid)(_image())[0],
                           rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_gpu_extractor_matches_cpu(dtype):
+    cpu_net = nets.alexnet("alexnet", width=0.25, input_size=224, seed=0)
+    image = _image()
+    expected, boxes = PatchFeatureExtractor(cpu_net, grid=_grid)(image)
+    gpu_net = nets.alexnet("alexnet", width=0.25, input_size=224, seed=0)
+    features, gpu_boxes = PatchFeatureExtractor(gpu_net, grid=_grid, device="cuda",
+                                                dtype=dtype)(image)
+    assert features.device.type == "cuda" and features.dtype == dtype
+    assert torch.equal(gpu_boxes.cpu(), boxes)
+    error = ((features.float().cpu() - expected).norm() / expected.norm()).item()
+    assert error < (1e-3 if dtype == torch.float32 else 2e-2)
+
+
+def test_sixteen_bit_greyscale_is_rescaled(tmp_path):
+    values = np.linspace(0, 65535, 40 * 30).reshape(30, 40).astype(np.uint16)
+    path = tmp_path / "grey16.png"
+    Image.fromarray(values).save(path)
+    loaded = load_image(path)
+    expected = torch.from_numpy(np.rint(values / 65535.0 * 255.0).astype(np.uint8))
+    assert loaded.shape == (3, 30, 40)
+    assert (loaded[0].int() - expected.int()).abs().max() <= 1
+    assert torch.equal(loaded[0], loaded[2])
+
+
+def test_zero_to_one_float_images_are_refused():
+    with pytest.raises(ImageError, match=r"values in \[0, 1\].*multiply by 255"):
+        load_image(torch.rand(3, 10, 10))
+    with pytest.raises(ImageError, match=r"image array is floating point with values in \[0, 1\]"):
+        load_image(np.random.rand(10, 10, 3).astype(np.float32))
+    assert load_image(torch.rand(3, 10, 10) * 255).dtype == torch.float32
+
+
+def test_bad_grid_boxes_skip_the_image_and_results_do_not_share_boxes(net):
+    fixed = torch.tensor([[0, 0, 40, 40], [10, 10, 60, 60]])
+    extractor = PatchFeatureExtractor(net, grid=lambda w, h: fixed)
+    reports = []
+    results = list(extractor.extract([_image(90, 130), _image(50, 50), _image(80, 80)],
+                                     on_error=lambda source, error: reports.append(str(error))))
+    assert len(results) == 2 and len(reports) == 1
+    assert "boxes[1] = [10, 10, 60, 60]" in reports[0] and "width=50" in reports[0]
+    assert results[0].boxes.data_ptr() != results[1].boxes.data_ptr() != fixed.data_ptr()
+    results[0].boxes.zero_()
+    assert torch.equal(results[1].boxes, fixed)

@@ -181,3 +181,48 @@ def test_compute_dtype_policy():
     expected = torch.bfloat16 if nets.cpu_has_native_bf16() else torch.float32
     assert nets.compute_dtype(torch.bfloat16, cpu) == expected
     assert nets.compute_dtype(torch.bfloat16, torch.device("cuda")) == torch.bfloat16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", NAMES)
+def test_engine_on_gpu_matches_the_cpu_reference(name, dtype):
+    net = nets.alexnet(name, width=WIDTH, seed=10)
+    x = _input(net.arch.input_size, batch=4)
+    expected = net(x.double(), "fc7", backend="reference")
+    actual = net.to("cuda")(x.to("cuda", dtype).contiguous(memory_format=torch.channels_last),
+                            "fc7")
+    assert actual.dtype == dtype and actual.device.type == "cuda"
+    tolerance = 1e-3 if dtype == torch.float32 else 2e-2  # TF32 convolutions may be on
+    error = ((actual.double().cpu() - expected).norm() / expected.norm()).item()
+    assert error < tolerance
+
+
+def test_cache_follows_to_load_state_dict_and_clear_cache():
+    import copy
+    import pickle
+
+    net = nets.alexnet("alexnet", width=WIDTH, seed=11)
+    x = _input(227)
+    net(x, "fc7")  # fills the cache (prepacked FC weights on CPUs with oneDNN)
+    clone = copy.deepcopy(net)  # packed oneDNN tensors cannot be copied: the cache is not
+    assert torch.equal(clone(x, "fc7"), net(x, "fc7"))
+    assert pickle.loads(pickle.dumps(net))(x, "fc8").shape == (2, 1000)
+    other = nets.alexnet("alexnet", width=WIDTH, seed=12)
+    net.load_state_dict(other.state_dict())
+    assert torch.equal(net(x, "fc7"), other(x, "fc7"))
+    with torch.no_grad():
+        net.fc7.weight.data.zero_()  # .data edits bump no version counter: clear_cache() is needed
+    net.clear_cache()
+    assert torch.equal(net(x, "fc7"), net(x, "fc7", backend="reference"))
+    bias_only = torch.relu(net.fc7.bias.detach()).expand(2, -1)
+    assert torch.allclose(net(x, "fc7"), bias_only)
+    net.double()
+    assert net(x.double(), "fc6").dtype == torch.float64
+
+
+def test_outputs_never_require_grad():
+    net = nets.alexnet("alexnet", width=WIDTH, seed=13)
+    x = _input(227).requires_grad_()
+    for backend in nets.BACKENDS:
+        assert not net(x, "fc7", backend=backend).requires_grad
