@@ -97,6 +97,9 @@ class PatchFeatureExtractor:
         self.layer = net.check_layer(layer)
         self.grid, self.dtype, self.conv_pooling = grid, dtype, conv_pooling
         self.channels_last = channels_last
+        # Patches are written in the dtype the network computes in: where bf16 is emulated
+        # (CPUs without bf16 units) that is fp32, and casting bf16 patches up would be wasted.
+        self.patch_dtype = compute_dtype(dtype, self.device)
         self.batch_size = max(1, min(max_batch, max_bytes // self.bytes_per_patch()))
 
     # ------------------------------------------------------------------ public API
@@ -197,12 +200,12 @@ class PatchFeatureExtractor:
     def _patches(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         prep = self.net.preprocessing
         return extract_patches(image, boxes, size=self.net.arch.input_size,
-                               mean=prep.mean, std=prep.std, out_dtype=self.dtype,
+                               mean=prep.mean, std=prep.std, out_dtype=self.patch_dtype,
                                channels_last=self.channels_last,
                                reverse_channels=prep.reverse_channels)
 
     def _features(self, batch: torch.Tensor) -> torch.Tensor:
-        out = self.net(batch, layer=self.layer)
+        out = self.net(batch, layer=self.layer).to(self.dtype)
         if self.layer in CONV_LAYERS:
             if self.conv_pooling == "max":
                 out = out.amax(dim=(2, 3))
