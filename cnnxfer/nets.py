@@ -183,8 +183,12 @@ def cpu_has_native_bf16() -> bool:
     """True when this CPU computes bf16 dot products in hardware (AVX-512-BF16 or AMX). Without
     them oneDNN emulates bf16 convolutions, several times slower than fp32 (8x measured on an AVX2
     Zen 3), so the engine computes in fp32 there and only stores bf16."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return _CPU_NATIVE_BF16
+
+
+# Probed once at import: the probes are cheap, and torch.compile refuses to trace them.
+_CPU_NATIVE_BF16 = any(getattr(torch.cpu, probe, lambda: False)()
+                       for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
 def compute_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
@@ -334,10 +338,11 @@ class AlexNet(nn.Module):
         (keyed by each tensor's version counter and storage). FC weights are transposed views
         for addmm, or prepacked for oneDNN where `_packed_linear` applies."""
         packed = _packed_linear(dtype, device)
+        compiling = torch.compiler.is_compiling()  # traced: no cache, the compiler folds casts
         key = (dtype, device, channels_last, packed)
-        stamp = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        stamp = None if compiling else tuple((p.data_ptr(), p._version) for p in self.parameters())
         cached = self._cast_cache.get(key)
-        if cached is not None and cached[0] == stamp:
+        if cached is not None and cached[0] == stamp and not compiling:
             return cached[1]
         cast = {}
         for name, param in self.named_parameters():
@@ -347,8 +352,9 @@ class AlexNet(nn.Module):
             elif t.dim() == 2:
                 t = torch.ops.mkldnn._reorder_linear_weight(t, 32) if packed else t.t()
             cast[name] = t
-        self._cast_cache = {k: v for k, v in self._cast_cache.items() if k[1] == device}
-        self._cast_cache[key] = (stamp, cast)
+        if not compiling:
+            self._cast_cache = {k: v for k, v in self._cast_cache.items() if k[1] == device}
+            self._cast_cache[key] = (stamp, cast)
         return cast
 
     def _engine_forward(self, x: torch.Tensor, stop: int) -> torch.Tensor:
@@ -397,8 +403,9 @@ class AlexNet(nn.Module):
 def _packed_linear(dtype: torch.dtype, device: torch.device) -> bool:
     """Whether FC layers run as oneDNN GEMMs on prepacked weights: fp32 on CPUs with oneDNN
     (1.5x faster than addmm for fc6/fc7 at batch 32, measured on an AVX2 Zen 3)."""
+    # Under torch.compile the opaque packed tensors cannot be traced; inductor packs on its own.
     return (device.type == "cpu" and dtype == torch.float32 and ENGINE_OPTIONS["packed_linear"]
-            and torch.backends.mkldnn.is_available()
+            and not torch.compiler.is_compiling() and torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 

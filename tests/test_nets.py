@@ -226,3 +226,12 @@ def test_outputs_never_require_grad():
     x = _input(227).requires_grad_()
     for backend in nets.BACKENDS:
         assert not net(x, "fc7", backend=backend).requires_grad
+
+
+def test_torch_compile_fullgraph_matches_eager_engine():
+    # under torch.compile the engine skips its weight cache and prepacked FC weights (opaque
+    # oneDNN tensors cannot be traced) and the fused op runs through its fake kernel
+    net = nets.alexnet("alexnet", width=0.125, seed=14)
+    x = _input(227)
+    compiled = torch.compile(net, fullgraph=True)
+    assert _relative_error(compiled(x, "fc7"), net(x.double(), "fc7", backend="reference")) < 1e-4
