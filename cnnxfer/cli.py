@@ -1,6 +1,6 @@
 """The `cnnxfer` command.
 
-    cnnxfer extract --weights W IMAGES... -o OUT.safetensors|OUT.npz [--layer fc7] [--dtype ...]
+    cnnxfer extract --weights W IMAGES... -o OUT.safetensors|OUT.npz|FOLDER [--layer fc7] ...
     cnnxfer info W
     cnnxfer convert IN OUT.safetensors
     cnnxfer demo [--dtype float32|bfloat16] [--no-pipeline] [--width 1.0] [--compile] ...
@@ -143,41 +143,55 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def _extract(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from tqdm import tqdm
 
     from . import store, weights
     from .features import PatchFeatureExtractor
 
-    output = store.check_path(args.output)  # fail before any work, not after it
+    to_folder = Path(args.output).is_dir()
+    if not to_folder:
+        store.check_path(args.output)  # fail before any work, not after it
     net = weights.load(args.weights, name=args.name)
     extractor = PatchFeatureExtractor(net, layer=args.layer, device=args.device,
                                       dtype=_DTYPES[args.dtype], conv_pooling=args.conv_pooling)
+    header = dict(layer=extractor.layer, weights=str(args.weights), dtype=args.dtype,
+                  conv_pooling=args.conv_pooling)
+    images, done = [str(image) for image in args.images], []
+    if to_folder:  # one file per image, written as it is done; a rerun skips finished ones
+        paths = store.per_image_paths(images, args.output)
+        done = [source for source in images if store.already_written(paths[source], source, header)]
+        images = [source for source in images if source not in set(done)]
+        if done:
+            print(f"cnnxfer extract: {len(done)} images already in {args.output}, skipped")
     results, skipped = [], []
+    progress = tqdm(total=len(images), unit="image", disable=args.quiet)
 
     def report(source: str, error: Exception) -> None:
         skipped.append({"source": source, "error": str(error)})
         progress.update(1)
         tqdm.write(f"cnnxfer extract: skipped {source}: {error}", file=sys.stderr)
 
-    header = dict(layer=extractor.layer, weights=str(args.weights), dtype=args.dtype,
-                  conv_pooling=args.conv_pooling)
-    progress = tqdm(total=len(args.images), unit="image", disable=args.quiet)
     status = 0
     try:
-        for result in extractor.extract(args.images, on_error=report):
+        for result in extractor.extract(images, on_error=report):
+            if to_folder:
+                store.save_features(paths[result.source], [result], **header)
+                result = result._replace(features=None)  # on disk: keep only the count
             results.append(result)
             progress.update(1)
     except KeyboardInterrupt:
-        print(f"cnnxfer extract: interrupted; writing the {len(results)} finished images",
-              file=sys.stderr)
+        print(f"cnnxfer extract: interrupted after {len(results)} images", file=sys.stderr)
         status = 130
     finally:
         progress.close()
-        store.save_features(output, results, skipped=skipped, **header)
+        if not to_folder:
+            store.save_features(args.output, results, skipped=skipped, **header)
     patches = sum(len(r.boxes) for r in results)
-    print(f"wrote {output}: {len(results)} images, {patches} patches, layer {extractor.layer}, "
-          f"{extractor.feature_size()} features each; {len(skipped)} skipped")
-    return status or (1 if skipped and not results else 0)
+    print(f"wrote {args.output}: {len(results)} images, {patches} patches, layer "
+          f"{extractor.layer}, {extractor.feature_size()} features each; {len(skipped)} skipped")
+    return status or (1 if skipped and not (results or done) else 0)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -232,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     extract = commands.add_parser("extract", help="features of every grid patch of images")
     extract.add_argument("images", nargs="+", help="image files (anything Pillow decodes)")
     extract.add_argument("--weights", required=True, help=".safetensors, .pth or .onnx weights")
-    extract.add_argument("-o", "--output", required=True, help="OUT.safetensors or OUT.npz")
+    extract.add_argument("-o", "--output", required=True,
+                         help="OUT.safetensors or OUT.npz (one file), or an existing folder "
+                              "(one <stem>.safetensors per image; a rerun skips finished ones)")
     extract.add_argument("--layer", default="fc7", help="conv1..conv5, fc6, fc7, fc8 (fc7)")
     extract.add_argument("--conv-pooling", choices=("flatten", "max", "avg"), default="flatten",
                          help="how conv-layer maps become vectors (flatten)")

@@ -1,5 +1,8 @@
 """Patch features on disk: one file for a set of images, safetensors or .npz.
 
+A folder of per-image files (`per_image_paths`) suits datasets: each image is written as soon
+as it is done, and a rerun skips the images whose file is already there.
+
 Layout (the same keys in both formats), for the i-th image written (0, 1, ...):
     features/{i}   [K_i, D] features (safetensors keeps bf16; .npz stores float32, as NumPy has
                    no bfloat16)
@@ -75,3 +78,32 @@ def load_features(path: str | os.PathLike) -> tuple[list[ImageFeatures], dict]:
     results = [ImageFeatures(source, tensors[f"features/{i}"], tensors[f"boxes/{i}"])
                for i, source in enumerate(header["sources"])]
     return results, header
+
+
+def per_image_paths(sources: list[str], folder: str | os.PathLike) -> dict[str, Path]:
+    """One `<stem>.safetensors` in `folder` per source (`<stem>-1`, `-2`, ... where stems
+    repeat), the same for the same list every time, so a rerun finds what an earlier one wrote."""
+    folder, taken, paths = Path(folder), set(), {}
+    for source in sources:
+        if source in paths:
+            continue
+        stem, name, count = Path(source).stem or "image", None, 0
+        while name is None or name in taken:
+            name = f"{stem}-{count}" if count else stem
+            count += 1
+        taken.add(name)
+        paths[source] = folder / f"{name}.safetensors"
+    return paths
+
+
+def already_written(path: Path, source: str, header: dict) -> bool:
+    """Whether `path` holds this source's features made with the same settings (layer, weights,
+    dtype, conv_pooling): then a rerun can skip it."""
+    if not path.is_file():
+        return False
+    try:
+        results, stored = load_features(path)
+    except Exception:  # a half-written or foreign file: extract again and overwrite it
+        return False
+    return ([r.source for r in results] == [source]
+            and all(stored.get(key) == value for key, value in header.items()))

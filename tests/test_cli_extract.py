@@ -101,3 +101,31 @@ def test_bare_state_dict_needs_and_takes_name(tmp_path, capsys):
     out = tmp_path / "named.safetensors"
     assert main(["convert", str(bare), str(out), "--name", "caffenet"]) == 0
     assert weights.load(out).arch == net.arch
+
+
+def test_extract_to_a_folder_writes_each_image_and_resumes(files, tmp_path, capsys):
+    _, weights_path, images, broken = files
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    same_stem = twin / images[0].name  # another image0.png: must not overwrite the first
+    same_stem.write_bytes(images[1].read_bytes())
+    out = tmp_path / "features"
+    out.mkdir()
+    arguments = ["extract", "--weights", str(weights_path), str(images[0]), str(broken),
+                 str(same_stem), "-o", str(out), "--quiet"]
+    assert main(arguments) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["image0-1.safetensors", "image0.safetensors"]
+    (first,), header = load_features(out / "image0.safetensors")
+    (second,), _ = load_features(out / "image0-1.safetensors")
+    assert first.source == str(images[0]) and second.source == str(same_stem)
+    assert header["layer"] == "fc7"
+    extractor = PatchFeatureExtractor(weights.load(weights_path))
+    assert torch.allclose(second.features, extractor(images[1])[0], rtol=1e-5, atol=1e-6)
+    capsys.readouterr()
+    stamp = (out / "image0.safetensors").stat().st_mtime_ns
+    assert main(arguments) == 0  # a rerun: both finished images are skipped, the broken retried
+    captured = capsys.readouterr()
+    assert "2 images already in" in captured.out and "skipped " in captured.err
+    assert (out / "image0.safetensors").stat().st_mtime_ns == stamp
+    assert main(arguments + ["--layer", "fc6"]) == 0  # other settings: extracted again
+    assert load_features(out / "image0.safetensors")[1]["layer"] == "fc6"
