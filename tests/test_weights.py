@@ -60,12 +60,13 @@ def test_torchvision_state_dict_gives_torchvision_outputs(torchvision_file, back
     net = weights.load(path, backend=backend)
     assert net.arch.name == "torchvision" and net.preprocessing == TORCHVISION
     assert [c.out_channels for c in net.arch.convs] == [16, 48, 96, 64, 64]
-    x = torch.randn((2, 3, 224, 224)) * 2
+    x = torch.randn((2, 3, 224, 224), generator=torch.Generator().manual_seed(0)) * 2
     with torch.no_grad():
         expected = model(x)
         assert _close(net(x), expected)
-        # the check can fail: a perturbed conv3 weight changes the output
-        net.conv3.weight[0, 0, 0, 0] += 1.0
+        # the check can fail: perturbed conv3 weights change the output (a whole filter, so no
+        # dead ReLU downstream can hide it)
+        net.conv3.weight[:, 0] += 0.5
         assert not _close(net(x), expected)
 
 
