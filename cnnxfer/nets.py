@@ -298,7 +298,7 @@ class AlexNet(nn.Module):
             return self._engine_forward(x, stop)
 
     def reference_forward(self, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
-        """The spec as plain PyTorch layers, without forward's checks or inference-mode switch:
+        """The spec as plain PyTorch layers, without forward's checks or its no_grad:
         what torch.compile baselines trace."""
         return self._reference_forward(x, self.layers.index(self.check_layer(layer)))
 
