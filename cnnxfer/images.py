@@ -58,23 +58,28 @@ def describe(source) -> str:
 
 
 def _open(path: Path):
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {str(path)!r}")
     try:
         with Image.open(path) as image:
             image.load()  # decode now, inside the try: truncated files fail here
-            return ImageOps.exif_transpose(image)
+            return image  # loaded, so usable after the file closes; _from_pil turns it upright
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as error:
         raise ImageError(f"cannot decode image {str(path)!r}: {error}") from error
 
 
+_EXIF_ORIENTATION = 0x0112
+
+
 def _from_pil(image) -> torch.Tensor:
     from PIL import ImageOps
 
-    image = ImageOps.exif_transpose(image) if image.getexif() else image
+    # exif_transpose copies even an upright image: call it only when there is a turn to make
+    if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+        image = ImageOps.exif_transpose(image)
     if image.mode.startswith("I;16") or image.mode == "I":
         # 16-bit greyscale (PNG, TIFF): Pillow's convert("RGB") would clip at 255, not rescale
         grey = np.asarray(image, dtype=np.float32) * (255.0 / 65535.0)

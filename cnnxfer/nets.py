@@ -307,16 +307,10 @@ class AlexNet(nn.Module):
     def _reference_forward(self, x: torch.Tensor, stop: int) -> torch.Tensor:
         for index, (name, block) in enumerate(zip(CONV_LAYERS, self.arch.convs)):
             conv = getattr(self, name)
-            x = F.relu(F.conv2d(x, conv.weight.to(x.dtype), conv.bias.to(x.dtype), block.stride,
-                                block.padding, 1, block.groups))
-            steps = [("lrn", block.lrn), ("pool", block.pool)]
-            if block.order == "pool_lrn":
-                steps.reverse()
-            for kind, spec in steps:
-                if spec is None:
-                    continue
-                x = _reference_lrn(x, spec) if kind == "lrn" else reference.max_pool(
-                    x, spec.kernel_size, spec.stride, spec.padding, spec.ceil_mode)
+            x = reference.conv_block(x, conv.weight.to(x.dtype), conv.bias.to(x.dtype),
+                                     stride=block.stride, padding=block.padding,
+                                     groups=block.groups, lrn=block.lrn, pool=block.pool,
+                                     order=block.order)
             if index == stop:
                 return x
         if self.arch.adaptive_pool is not None:
@@ -368,19 +362,9 @@ class AlexNet(nn.Module):
         w = self._weights(dtype, x.device, channels_last)
         x = x.to(dtype, memory_format=torch.channels_last if channels_last else out_format)
         for index, (name, block) in enumerate(zip(CONV_LAYERS, self.arch.convs)):
-            x = F.conv2d(x, w[f"{name}.weight"], w[f"{name}.bias"], block.stride, block.padding,
-                         1, block.groups)
-            if block.lrn is not None:
-                pool = block.pool or MaxPool(kernel_size=1, stride=1, padding=0)
-                x = ops.relu_lrn_maxpool(
-                    x, size=block.lrn.size, alpha=block.lrn.alpha, beta=block.lrn.beta,
-                    k=block.lrn.k, kernel_size=pool.kernel_size, stride=pool.stride,
-                    padding=pool.padding, ceil_mode=pool.ceil_mode, order=block.order)
-            else:
-                x = F.relu_(x)
-                if block.pool is not None:
-                    x = reference.max_pool(x, block.pool.kernel_size, block.pool.stride,
-                                           block.pool.padding, block.pool.ceil_mode)
+            x = ops.conv_block(x, w[f"{name}.weight"], w[f"{name}.bias"], stride=block.stride,
+                               padding=block.padding, groups=block.groups, lrn=block.lrn,
+                               pool=block.pool, order=block.order)
             if index == stop:
                 return x.to(out_dtype, memory_format=out_format)
         if self.arch.adaptive_pool is not None:
@@ -411,13 +395,6 @@ def _packed_linear(dtype: torch.dtype, device: torch.device) -> bool:
 
 # Switches for the engine's optional paths; tests turn them off to check the plain path too.
 ENGINE_OPTIONS = {"packed_linear": True}
-
-
-def _reference_lrn(x: torch.Tensor, lrn: LRN) -> torch.Tensor:
-    # Eager F.local_response_norm has no bf16/fp16 kernel on the CPU: compute those in fp32.
-    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
-        return F.local_response_norm(x.float(), lrn.size, lrn.alpha, lrn.beta, lrn.k).to(x.dtype)
-    return F.local_response_norm(x, lrn.size, lrn.alpha, lrn.beta, lrn.k)
 
 
 def _check_backend(backend: str) -> str:

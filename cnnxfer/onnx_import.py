@@ -26,7 +26,7 @@ from onnx import numpy_helper
 from .nets import CONV_LAYERS, FC_LAYERS, AlexNet, Architecture, ConvBlock
 from .preprocessing import CAFFE, Preprocessing
 from .specs import LRN, MaxPool
-from .weights import WeightsError
+from .weights import WeightsError, load_into
 
 __all__ = ["OnnxImportError", "from_onnx"]
 
@@ -79,12 +79,12 @@ def from_onnx(path_or_model: str | os.PathLike | onnx.ModelProto, *,
                         num_classes=fc_out[2] if len(fc_out) == 3 else None, input_size=side,
                         adaptive_pool=None)
     _check_fc6_input(arch, flatten, fc_nodes[0], weights["fc6.weight"])
-    for name, (onnx_name, value) in weights.items():
-        if not np.isfinite(value).all():
-            raise OnnxImportError(f"{source}: weight tensor {onnx_name!r} ({name}) holds "
-                                  f"NaN or inf")
     net = AlexNet(arch, preprocessing or replace(CAFFE, input_size=side), backend=backend)
-    _copy_weights(net, weights, source)
+    # A copy of each array: initializer arrays may be read-only views of the protobuf's bytes.
+    state = {name: torch.from_numpy(np.array(value, dtype=np.float32, order="C"))
+             for name, (_, value) in weights.items()}
+    aliases = {name: onnx_name for name, (onnx_name, _) in weights.items()}
+    load_into(net, state, source=source, aliases=aliases, error=OnnxImportError)
     return net
 
 
@@ -394,18 +394,3 @@ def _check_fc6_input(arch: Architecture, flatten, fc6, fc6_weight) -> None:
     node, shape = flatten
     if shape is not None and (len(shape) != 2 or shape[1] not in (-1, c * h * w)):
         raise _fail(node, f"a reshape to [N, {c * h * w}] or [N, -1], got {shape}")
-
-
-def _copy_weights(net: AlexNet, weights: dict[str, tuple[str, np.ndarray]], source: str) -> None:
-    params = dict(net.named_parameters())
-    wrong = [f"{name} (ONNX {onnx_name!r}): graph {list(value.shape)}, network expects "
-             f"{list(params[name].shape)}"
-             for name, (onnx_name, value) in weights.items()
-             if tuple(value.shape) != tuple(params[name].shape)]
-    if wrong:
-        raise OnnxImportError(f"{source}: weight shapes do not fit the network: "
-                              + "; ".join(wrong))
-    with torch.no_grad():
-        for name, (_, value) in weights.items():
-            # A copy: initializer arrays may be read-only views of the protobuf's bytes.
-            params[name].copy_(torch.from_numpy(np.array(value, dtype=np.float32, order="C")))

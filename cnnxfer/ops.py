@@ -211,8 +211,8 @@ def conv_block(
             raise ValueError(f"{name} is on {tensor.device} but x is on {x.device}; "
                              f"expected one device")
     y = F.conv2d(x, weight, bias, stride, padding, 1, groups)
-    if lrn is None:  # nothing to fuse: PyTorch's ReLU and max-pool
-        y = F.relu(y)
+    if lrn is None:  # nothing to fuse: PyTorch's ReLU (in place on the fresh conv output), pool
+        y = F.relu_(y)
         return y if pool is None else reference.max_pool(y, pool.kernel_size, pool.stride,
                                                          pool.padding, pool.ceil_mode)
     if pool is None:  # LRN alone is the fused op with a 1x1 / stride-1 pool

@@ -1,7 +1,8 @@
 """The plain-PyTorch meaning of every cnnxfer op: the spec the kernels are tested against.
 
 Nothing here is fast; everything here is obviously right. Eager F.local_response_norm has no
-bfloat16 CPU kernel, so tests evaluate these functions in float64 and compare.
+bf16/fp16 CPU kernel, so local_response_norm computes those in fp32; tests evaluate these
+functions in float64 and compare.
 """
 from __future__ import annotations
 
@@ -34,6 +35,15 @@ def max_pool(
     return pooled[..., :out_h, :out_w]
 
 
+def local_response_norm(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0) -> torch.Tensor:
+    """F.local_response_norm; bf16/fp16 on the CPU, which eager has no kernel for, computed in
+    fp32 and cast back."""
+    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+        return F.local_response_norm(x.float(), size, alpha, beta, k).to(x.dtype)
+    return F.local_response_norm(x, size, alpha, beta, k)
+
+
 def relu_lrn_maxpool(
     x: torch.Tensor,
     size: int = 5,
@@ -52,10 +62,10 @@ def relu_lrn_maxpool(
     if relu:
         x = F.relu(x)
     if order == "lrn_pool":
-        return max_pool(F.local_response_norm(x, size, alpha, beta, k), kernel_size, stride,
+        return max_pool(local_response_norm(x, size, alpha, beta, k), kernel_size, stride,
                         padding, ceil_mode)
     if order == "pool_lrn":
-        return F.local_response_norm(max_pool(x, kernel_size, stride, padding, ceil_mode), size,
+        return local_response_norm(max_pool(x, kernel_size, stride, padding, ceil_mode), size,
                                      alpha, beta, k)
     raise ValueError(f"order must be 'lrn_pool' or 'pool_lrn', got {order!r}")
 
@@ -77,7 +87,7 @@ def conv_block(
     y = F.relu(F.conv2d(x, weight, bias, stride, padding, 1, groups))
     layers = []
     if lrn is not None:
-        layers.append(lambda t: F.local_response_norm(t, lrn.size, lrn.alpha, lrn.beta, lrn.k))
+        layers.append(lambda t: local_response_norm(t, lrn.size, lrn.alpha, lrn.beta, lrn.k))
     if pool is not None:
         layers.append(lambda t: max_pool(t, pool.kernel_size, pool.stride, pool.padding,
                                          pool.ceil_mode))

@@ -140,10 +140,12 @@ def from_state_dict(state: dict, *, arch: Architecture | None = None, name: str 
 
 
 def load_into(net: AlexNet, state: dict, *, source: str = "state_dict",
-              aliases: dict[str, str] | None = None) -> None:
+              aliases: dict[str, str] | None = None,
+              error: type[WeightsError] = WeightsError) -> None:
     """Copies `state` into net after checking every name, shape and value; one error lists every
     missing, unexpected and mis-shaped tensor, another every tensor holding NaN or inf.
-    aliases: cnnxfer name -> the name in the user's file, shown beside it in errors."""
+    aliases: cnnxfer name -> the name in the user's file, shown beside it in errors.
+    error: the WeightsError subclass raised (the ONNX importer raises OnnxImportError)."""
     expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     aliases = aliases or {}
     label = lambda key: f"{key} ({aliases[key]})" if aliases.get(key, key) != key else key  # noqa: E731
@@ -158,13 +160,13 @@ def load_into(net: AlexNet, state: dict, *, source: str = "state_dict",
         if key not in expected:
             problems.append(f"  unexpected {label(key)}: shape {list(state[key].shape)}")
     if problems:
-        raise WeightsError(f"{source} does not fit {net.arch.name} ({len(problems)} problem"
+        raise error(f"{source} does not fit {net.arch.name} ({len(problems)} problem"
                            f"{'s' if len(problems) > 1 else ''}):\n" + "\n".join(problems))
     not_finite = [k for k in expected if state[k].is_floating_point()
                   and not bool(torch.isfinite(state[k]).all())]
     if not_finite:
-        raise WeightsError(f"{source}: these tensors hold NaN or inf: "
-                           f"{', '.join(map(label, not_finite))}")
+        raise error(f"{source}: {', '.join(map(label, not_finite))} "
+                    f"{'holds' if len(not_finite) == 1 else 'hold'} NaN or inf")
     with torch.no_grad():
         for key, param in net.state_dict(keep_vars=True).items():
             param.copy_(state[key].to(param.dtype))
