@@ -63,9 +63,13 @@ def _extension():
     )
 
 
+# cnnxfer's layers are its subpackages (see docs/ARCHITECTURE.md); the Triton kernels live in the
+# top-level kernels/ folder and install as cnnxfer.kernels.
+PACKAGES = ["cnnxfer", "cnnxfer.ops", "cnnxfer.nets", "cnnxfer.features", "cnnxfer.cli"]
+
 setup(
-    packages=["cnnxfer", "cnnxfer.kernels"],
-    package_dir={"cnnxfer": "cnnxfer", "cnnxfer.kernels": "kernels"},
+    packages=PACKAGES + ["cnnxfer.kernels"],
+    package_dir={"cnnxfer.kernels": "kernels", **{p: p.replace(".", "/") for p in PACKAGES}},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

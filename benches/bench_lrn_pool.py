@@ -2,7 +2,7 @@
 
 Providers, timed in the same run on the same input:
   cnnxfer  ops.relu_lrn_maxpool (the fused kernel)
-  eager    cnnxfer.reference.relu_lrn_maxpool (F.relu, F.local_response_norm, F.max_pool2d);
+  eager    cnnxfer.ops.reference.relu_lrn_maxpool (F.relu, F.local_response_norm, F.max_pool2d);
            for bf16 on the CPU eager has no LRN kernel, so it runs in fp32 and casts back
   compile  torch.compile of that same reference, in the case's dtype
   copy     a copy of x into a preallocated tensor: the memory floor (the table scales it to
@@ -13,7 +13,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnxfer import ops, reference
+from cnnxfer import ops
+from cnnxfer.ops import reference
 
 SHAPES = {"C1": (32, 96, 55, 55), "C2": (32, 256, 27, 27)}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

@@ -22,9 +22,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnxfer import nets, reference
+from cnnxfer import nets
+from cnnxfer.ops import reference
 from cnnxfer.features import PatchFeatureExtractor
-from cnnxfer.patches import paper_grid
+from cnnxfer.features.grids import paper_grid
 
 BATCH = 32
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -118,7 +119,7 @@ def test_one_image_end_to_end(benchmark, record, jpeg, dtype, provider):
         extractor = PatchFeatureExtractor(net, layer="fc7", dtype=torch_dtype)
         fn = functools.partial(extractor, jpeg)
     else:
-        from cnnxfer.images import load_image
+        from cnnxfer.features.images import load_image
 
         prep = net.preprocessing
 

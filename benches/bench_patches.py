@@ -2,7 +2,7 @@
 
 Providers, timed in the same run:
   cnnxfer      ops.extract_patches (antialias=True, the default)
-  loop         cnnxfer.reference.extract_patches: crop + F.interpolate per box, in Python
+  loop         cnnxfer.ops.reference.extract_patches: crop + F.interpolate per box, in Python
   grid_sample  one batched F.grid_sample over all boxes (plain bilinear, no antialias), normalize,
                cast: the usual way to batch crops in PyTorch
   floor        writing an output of the same size and dtype (fresh tensor, fill): the write floor
@@ -13,8 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnxfer import ops, reference
-from cnnxfer.patches import paper_grid
+from cnnxfer import ops
+from cnnxfer.ops import reference
+from cnnxfer.features.grids import paper_grid
 
 WIDTH, HEIGHT, SIZE = 500, 375, 224
 MEAN, STD = [123.68, 116.28, 103.53], [58.40, 57.12, 57.38]

@@ -17,7 +17,9 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from cnnxfer.pooling import pooled_length
+from cnnxfer.ops.checks import lrn_pool_args
+from cnnxfer.ops.geometry import pooled_length
+from cnnxfer.ops.lrn_pool_backward import register_autograd
 
 
 @triton.jit
@@ -121,8 +123,10 @@ def relu_lrn_maxpool_triton(
     pool_first: bool,
     relu: bool,
 ) -> torch.Tensor:
-    """Same schema and meaning as torch.ops.cnnxfer.relu_lrn_maxpool (arguments already checked
-    by cnnxfer.ops.relu_lrn_maxpool); padding is (top, left, bottom, right)."""
+    """Same schema, meaning and checks as torch.ops.cnnxfer.relu_lrn_maxpool; padding is (top,
+    left, bottom, right)."""
+    lrn_pool_args(x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode,
+                  "pool_lrn" if pool_first else "lrn_pool", relu)
     batch, channels, height, width = x.shape
     top, left, bottom, right = padding
     out_h = pooled_length(height, kernel_size[0], stride[0], top, bottom, ceil_mode)
@@ -145,3 +149,6 @@ def relu_lrn_maxpool_triton(
         BLOCK_C=block_c, BLOCK_W=block_w,
     )
     return y
+
+
+register_autograd("cnnxfer::relu_lrn_maxpool_triton")

@@ -20,8 +20,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-_OUT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-_IMAGE_DTYPES = (torch.uint8,) + _OUT_DTYPES
+from cnnxfer.ops.checks import box_table_layout, extract_patches_args
 
 
 @triton.jit
@@ -184,27 +183,13 @@ def extract_patches_triton(
     antialias: bool,
     reverse_channels: bool,
 ) -> torch.Tensor:
-    """Same schema and meaning as torch.ops.cnnxfer.extract_patches (cnnxfer.reference
-    extract_patches). Boxes are trusted to lie inside their images: checking them here would
-    read them back to the host."""
-    if images.dim() != 4 or images.dtype not in _IMAGE_DTYPES:
-        raise ValueError(f"extract_patches_triton: images must be [N, C, H, W] uint8 or floating, "
-                         f"got {images.dtype} of shape {tuple(images.shape)}")
-    if boxes.dim() != 2 or boxes.shape[1] != 5 or boxes.dtype != torch.int64:
-        raise ValueError(f"extract_patches_triton: boxes must be [K, 5] int64, got {boxes.dtype} "
-                         f"of shape {tuple(boxes.shape)}")
-    if size <= 0:
-        raise ValueError(f"extract_patches_triton: size must be positive, got {size}")
+    """Same schema, meaning and argument checks as torch.ops.cnnxfer.extract_patches
+    (cnnxfer.ops.reference.extract_patches). Boxes are trusted to lie inside their images:
+    checking them here would read them back to the host (the public face checks them)."""
+    images, size, mean, std, out_dtype = extract_patches_args(images, size, mean, std, out_dtype)
+    box_table_layout(boxes)
     out_dtype = out_dtype or torch.float32
-    if out_dtype not in _OUT_DTYPES:
-        raise ValueError(f"extract_patches_triton: out_dtype must be floating, got {out_dtype}")
     channels = images.shape[1]
-    for name, values in (("mean", mean), ("std", std)):
-        if values is not None and len(values) != channels:
-            raise ValueError(f"extract_patches_triton: {name} must have one value per channel "
-                             f"({channels}), got {values}")
-    if std is not None and any(v == 0 for v in std):
-        raise ValueError(f"extract_patches_triton: std must not contain 0, got {std}")
 
     num_boxes = boxes.shape[0]
     out = torch.empty((num_boxes, channels, size, size), dtype=out_dtype, device=images.device,

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from cnnxfer import _extension, cli
+from cnnxfer import cli
+from cnnxfer.ops import library
 
 
 def test_demo_runs_checks_and_prints_ratio(capsys):
@@ -43,8 +44,9 @@ def test_missing_library_says_why_and_how_to_fix(monkeypatch):
     # `from . import _C` then finds no attribute and a None module entry: an ImportError
     monkeypatch.delattr(cnnxfer, "_C")
     monkeypatch.setitem(sys.modules, "cnnxfer._C", None)
-    with pytest.raises(_extension.ExtensionError) as info:
-        _extension.load()
+    monkeypatch.setattr(library, "_loaded", False)  # as in a fresh process
+    with pytest.raises(library.ExtensionError) as info:
+        library.load()
     message = str(info.value)
     assert "cnnxfer._C" in message and "failed to load" in message
     assert "pip install --no-build-isolation -e ." in message
@@ -54,5 +56,6 @@ def test_library_built_for_another_torch_is_refused(monkeypatch):
     from cnnxfer import _C
 
     monkeypatch.setattr(_C, "torch_version", "0.0.1")
-    with pytest.raises(_extension.ExtensionError, match="built against torch 0.0.1"):
-        _extension.load()
+    monkeypatch.setattr(library, "_loaded", False)  # as in a fresh process
+    with pytest.raises(library.ExtensionError, match="built against torch 0.0.1"):
+        library.load()

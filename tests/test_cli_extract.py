@@ -8,7 +8,7 @@ from PIL import Image
 
 from cnnxfer import PatchFeatureExtractor, nets, weights
 from cnnxfer.cli import main
-from cnnxfer.store import load_features
+from cnnxfer.features import load_features
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""relu_lrn_maxpool: every backend against cnnxfer.reference, plus errors, autograd, compile."""
+"""relu_lrn_maxpool: every backend against cnnxfer.ops.reference, plus errors, autograd, compile."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnxfer import LRN, MaxPool, ops, reference
-from cnnxfer.pooling import as_padding, pooled_length
+from cnnxfer import LRN, MaxPool, ops
+from cnnxfer.ops import reference
+from cnnxfer.ops.geometry import as_padding, pooled_length
 
 from tolerances import assert_close_to_reference
 

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from cnnxfer import nets
-from cnnxfer.nets import AlexNet, Architecture, architecture
+from cnnxfer.nets import AlexNet, Architecture, architecture, engine
+from cnnxfer.ops import compat
 
 NAMES = ("alexnet", "caffenet", "torchvision")
 WIDTH = 0.25  # 24-64-96-96-64 filters, 1024-wide FC: fast, and every code path the same
@@ -35,15 +36,18 @@ def test_engine_matches_reference_at_every_layer(name, input_size):
         assert _relative_error(actual, expected) < 1e-4, layer
 
 
-@pytest.mark.parametrize("packed_linear", [True, False])
-def test_fc_layers_with_and_without_prepacked_weights(monkeypatch, packed_linear):
-    monkeypatch.setitem(nets.ENGINE_OPTIONS, "packed_linear", packed_linear)
+@pytest.mark.parametrize("packed_linear", [
+    pytest.param(True, marks=pytest.mark.skipif(not compat.packed_linear_available(),
+                                                reason="this torch has no oneDNN packed linear")),
+    False])
+def test_fc_layers_with_and_without_prepacked_weights(packed_linear):
     net = nets.alexnet("alexnet", width=WIDTH, seed=8)
     for batch in (1, 5):
         x = _input(227, batch=batch, seed=batch)
         for layer in ("fc6", "fc7", "fc8"):
             expected = net(x.double(), layer, backend="reference")
-            assert _relative_error(net(x, layer), expected) < 1e-4, (batch, layer)
+            actual = engine.run(net, x, layer, packed_linear=packed_linear)
+            assert _relative_error(actual, expected) < 1e-4, (batch, layer)
 
 
 def test_conv_outputs_keep_the_input_layout():

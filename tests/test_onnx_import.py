@@ -1,4 +1,4 @@
-"""cnnxfer.onnx_import.from_onnx against onnxruntime on the model-zoo bvlc_alexnet graph.
+"""cnnxfer.nets.onnx_import.from_onnx against onnxruntime on the model-zoo bvlc_alexnet graph.
 
 The onnx package ships that graph with its weights replaced by ConstantOfShape nodes (every weight
 0.02). The fixture swaps them for seeded random initializers so that a wrong layer shows in the
@@ -14,7 +14,7 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
-from cnnxfer.onnx_import import OnnxImportError, from_onnx
+from cnnxfer.nets.onnx_import import OnnxImportError, from_onnx
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -321,7 +321,7 @@ def test_missing_and_garbage_files(tmp_path):
 def test_preprocessing_is_kept_and_checked():
     from dataclasses import replace
 
-    from cnnxfer.preprocessing import CAFFE
+    from cnnxfer.nets.preprocessing import CAFFE
 
     mine = replace(CAFFE, input_size=224, mean=(100.0, 110.0, 120.0))
     assert from_onnx(light_model(), preprocessing=mine).preprocessing == mine

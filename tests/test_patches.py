@@ -1,4 +1,4 @@
-"""extract_patches (C++ CPU kernel and the public face) against cnnxfer.reference."""
+"""extract_patches (C++ CPU kernel and the public face) against cnnxfer.ops.reference."""
 from __future__ import annotations
 
 import importlib.util
@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnxfer import ops, reference
+from cnnxfer import ops
+from cnnxfer.ops import reference
 
 # Tolerances against the float64 reference on 0..255 data: float32 rounds the weights and sums.
 ATOL = {torch.float32: 2e-3, torch.float64: 1e-9, torch.bfloat16: 1.0, torch.float16: 0.13}
@@ -166,7 +167,7 @@ def test_opcheck():
 
 @pytest.mark.parametrize("boxes,error,words", [
     (torch.tensor([[0, 0, 0, 0, 5]]), ValueError, ["boxes[0]", "(0, 0, 0, 5)", "x0 < x1"]),
-    (torch.tensor([[0, 0, 0, 5, 5], [0, 3, 3, 20, 5]]), ValueError, ["boxes[1]", "<= 12"]),
+    (torch.tensor([[0, 0, 0, 5, 5], [0, 3, 3, 20, 5]]), ValueError, ["boxes[1]", "<= width=12"]),
     (torch.tensor([[0, -1, 0, 5, 5]]), ValueError, ["boxes[0]", "-1"]),
     (torch.tensor([[2, 0, 0, 5, 5]]), ValueError, ["boxes[0]", "image 2", "holds 2"]),
     (torch.tensor([[0, 0.5, 0, 5, 5]]), ValueError, ["boxes[0]", "integer"]),
@@ -219,7 +220,7 @@ def test_the_op_itself_checks_boxes():
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_paper_grid_boxes_of_every_scale(channels, layout):
     """The real use: every box of the paper's grid on an odd-sized image, down- and upscaled."""
-    from cnnxfer.patches import paper_grid
+    from cnnxfer.features.grids import paper_grid
 
     images = _images((1, channels, 47, 61), layout=layout, seed=5)
     boxes = paper_grid(61, 47)

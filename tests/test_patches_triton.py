@@ -1,4 +1,4 @@
-"""extract_patches_triton against cnnxfer.reference.extract_patches (evaluated in float64).
+"""extract_patches_triton against cnnxfer.ops.reference.extract_patches (evaluated in float64).
 
 Without a GPU the kernel runs in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1),
 so shapes stay small; every option combination still runs, on crops that shrink (where antialias
@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from cnnxfer import reference  # noqa: E402
+from cnnxfer.ops import reference  # noqa: E402
 from cnnxfer.kernels import patches  # noqa: E402,F401  (registers the op)
 
 OP = torch.ops.cnnxfer.extract_patches_triton

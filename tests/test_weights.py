@@ -1,4 +1,4 @@
-"""cnnxfer.weights: torchvision state_dicts, cnnxfer safetensors, conversion and the checks."""
+"""cnnxfer.nets.weights: torchvision state_dicts, cnnxfer safetensors, conversion and the checks."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from cnnxfer import nets, weights
-from cnnxfer.preprocessing import CAFFE, TORCHVISION, Preprocessing
-from cnnxfer.weights import WeightsError
+from cnnxfer.nets.preprocessing import CAFFE, TORCHVISION, Preprocessing
+from cnnxfer.nets import WeightsError
 
 
 def _torchvision_alexnet(c=(16, 48, 96, 64, 64), fc=256, classes=10) -> nn.Module:

@@ -25,6 +25,8 @@ from typing import Iterable, List, Sequence, Tuple
 
 import torch
 
+from ..ops.boxes import check_boxes
+
 __all__ = ["PAPER_SCALES", "DEFAULT_OVERLAP", "paper_grid", "dense_grid", "as_boxes"]
 
 PAPER_SCALES: Tuple[float, ...] = (1.0, 1.3, 1.6, 2.0, 2.4, 2.8, 3.2, 3.6, 4.0)
@@ -220,35 +222,6 @@ def as_boxes(boxes, width: int, height: int) -> torch.Tensor:
     Raises:
         ValueError naming the first bad box's index and values when a coordinate is not an integer or
         a box is not 0 <= x0 < x1 <= width, 0 <= y0 < y1 <= height; ValueError/TypeError for a wrong
-        shape or type.
+        shape or type. (cnnxfer.ops.boxes.check_boxes, the checker extract_patches uses too.)
     """
-    w = _check_size("width", width)
-    h = _check_size("height", height)
-    try:
-        t = torch.as_tensor(boxes).detach().to("cpu")
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise TypeError(f"boxes must be a Tensor, array or list of (x0, y0, x1, y1) rows, "
-                        f"got {type(boxes).__name__}: {e}") from None
-    if t.dim() == 1 and t.numel() == 0:
-        t = t.reshape(0, 4)  # [] -> no boxes
-    if t.dim() != 2 or t.shape[1] != 4:
-        raise ValueError(f"boxes must have shape [K, 4] (x0, y0, x1, y1 per row), got {tuple(t.shape)}")
-    if t.dtype is torch.bool or t.is_complex():
-        raise TypeError(f"boxes must hold real pixel coordinates, got dtype {t.dtype}")
-
-    if t.is_floating_point():
-        t = t.to(torch.float64)
-        bad = ~(torch.isfinite(t) & (t == torch.round(t))).all(dim=1)
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0])
-            raise ValueError(f"boxes[{i}] = {t[i].tolist()} must hold integer pixel coordinates")
-
-    # Range check before the int64 cast, so that huge floats cannot wrap around into range.
-    x0, y0, x1, y1 = t.unbind(1)
-    ok = (0 <= x0) & (x0 < x1) & (x1 <= w) & (0 <= y0) & (y0 < y1) & (y1 <= h)
-    if not bool(ok.all()):
-        i = int((~ok).nonzero()[0])
-        vals = [int(v) if float(v).is_integer() else v for v in t[i].tolist()]
-        raise ValueError(f"boxes[{i}] = {vals} (x0, y0, x1, y1) must satisfy "
-                         f"0 <= x0 < x1 <= width={w} and 0 <= y0 < y1 <= height={h}")
-    return t.to(torch.int64, copy=True)  # copy: never alias the caller's tensor
+    return check_boxes(boxes, _check_size("width", width), _check_size("height", height))

@@ -1,4 +1,5 @@
-"""Pooling geometry shared by the reference, the op checks, the fake kernels and the kernels.
+"""Pooling geometry shared by the reference, the op checks, the fake kernels and the Triton
+kernels. A leaf module: it imports nothing of cnnxfer, so every layer may use it.
 
 Padding comes in three spellings: an int (all sides), a pair (height, width) as in PyTorch, or a
 4-tuple (top, left, bottom, right), the asymmetric pads ONNX model-zoo graphs use.

@@ -1,10 +1,10 @@
-"""Patch grids (cnnxfer.patches): counts, geometry, order and argument checks."""
+"""Patch grids (cnnxfer.features.grids): counts, geometry, order and argument checks."""
 import math
 
 import pytest
 import torch
 
-from cnnxfer.patches import DEFAULT_OVERLAP, PAPER_SCALES, as_boxes, dense_grid, paper_grid
+from cnnxfer.features.grids import DEFAULT_OVERLAP, PAPER_SCALES, as_boxes, dense_grid, paper_grid
 
 
 def side_of(w, h, lam):
@@ -216,7 +216,7 @@ def test_as_boxes_errors_name_the_index(bad, idx):
 def test_as_boxes_error_shows_values():
     with pytest.raises(ValueError) as e:
         as_boxes([[0, 0, 2, 2], [1, 2, 30, 4]], 10, 8)
-    assert "[1, 2, 30, 4]" in str(e.value) and "width=10" in str(e.value)
+    assert "(1, 2, 30, 4)" in str(e.value) and "width=10" in str(e.value)
 
 
 @pytest.mark.parametrize("bad", [[0, 0, 2, 2], [[0, 0, 2]], [[[0, 0, 2, 2]]]])

@@ -1,38 +1,20 @@
 """The plain-PyTorch meaning of every cnnxfer op: the spec the kernels are tested against.
 
-Nothing here is fast; everything here is obviously right. Eager F.local_response_norm has no
-bf16/fp16 CPU kernel, so local_response_norm computes those in fp32; tests evaluate these
-functions in float64 and compare.
+Nothing here is fast; everything here is obviously right. It imports none of the engine: its only
+helper, max_pool with asymmetric pads, lives in max_pool.py and is tested against a loop. Eager
+F.local_response_norm has no bf16/fp16 CPU kernel, so local_response_norm computes those in fp32;
+tests evaluate these functions in float64 and compare.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .pooling import IntOrPair, as_padding, as_pair, pooled_length
-from .specs import LRN, MaxPool
+from .geometry import IntOrPair
+from .layers import LRN, MaxPool
+from .max_pool import max_pool
 
-
-def max_pool(
-    x: torch.Tensor,
-    kernel_size: IntOrPair = 3,
-    stride: IntOrPair = 2,
-    padding: IntOrPair = 0,
-    ceil_mode: bool = False,
-) -> torch.Tensor:
-    """F.max_pool2d, also with (top, left, bottom, right) padding (-inf pads, as ONNX MaxPool)."""
-    top, left, bottom, right = as_padding(padding)
-    if top == bottom and left == right:
-        return F.max_pool2d(x, kernel_size, stride, (top, left), ceil_mode=ceil_mode)
-    kh, kw = as_pair(kernel_size, "kernel_size")
-    sh, sw = as_pair(stride, "stride")
-    padded = F.pad(x, (left, right, top, bottom), value=float("-inf"))
-    pooled = F.max_pool2d(padded, (kh, kw), (sh, sw), 0, ceil_mode=ceil_mode)
-    # In ceil mode, pooling the padded tensor may add a window that starts in the trailing padding;
-    # PyTorch's own rule (kept for symmetric padding) drops it.
-    out_h = pooled_length(x.shape[-2], kh, sh, top, bottom, ceil_mode)
-    out_w = pooled_length(x.shape[-1], kw, sw, left, right, ceil_mode)
-    return pooled[..., :out_h, :out_w]
+__all__ = ["max_pool", "local_response_norm", "relu_lrn_maxpool", "conv_block", "extract_patches"]
 
 
 def local_response_norm(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,

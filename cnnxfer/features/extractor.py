@@ -22,10 +22,10 @@ from typing import NamedTuple
 
 import torch
 
+from ..nets import CONV_LAYERS, AlexNet
+from ..ops import compute_dtype, extract_patches
 from . import images as image_io
-from .nets import CONV_LAYERS, AlexNet, compute_dtype
-from .ops import extract_patches
-from .patches import as_boxes, paper_grid
+from .grids import as_boxes, paper_grid
 
 CONV_POOLING = ("flatten", "max", "avg")
 _DTYPES = {"cpu": (torch.float32, torch.bfloat16),
@@ -66,8 +66,8 @@ class PatchFeatureExtractor:
         conv_pooling: for conv layers, "flatten" ([K, C*H*W]), "max" or "avg" over H and W
             ([K, C]).
         max_bytes: budget for one batch's patches and activations (default 1 GiB).
-        max_batch: upper bound on patches per batch (default 32: on a 2-core CPU, 16 and 64 were
-            slower per patch).
+        max_batch: upper bound on patches per batch (default 32; see the README's speed section
+            for how the batch size was chosen).
         channels_last: feed the network channels_last patches (default: True, the faster
             layout for oneDNN and cuDNN convolutions).
     """

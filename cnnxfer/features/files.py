@@ -1,4 +1,4 @@
-"""Patch features on disk: one file for a set of images, safetensors or .npz.
+"""Feature files: the patch features of a set of images in one file, safetensors or .npz.
 
 A folder of per-image files (`per_image_paths`) suits datasets: each image is written as soon
 as it is done, and a rerun skips the images whose file is already there.
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .features import ImageFeatures
+from .extractor import ImageFeatures
 
 _HEADER_KEY = "cnnxfer.features"
 SUFFIXES = (".safetensors", ".npz")
@@ -73,7 +73,7 @@ def load_features(path: str | os.PathLike) -> tuple[list[ImageFeatures], dict]:
             tensors = {k: torch.from_numpy(archive[k]) for k in archive.files if k != "header"}
     if header is None:
         raise ValueError(f"{str(path)!r} is not a cnnxfer features file (no header); expected "
-                         f"a file written by `cnnxfer extract` or cnnxfer.store.save_features")
+                         f"a file written by `cnnxfer extract` or cnnxfer.features.save_features")
     header = json.loads(header)
     results = [ImageFeatures(source, tensors[f"features/{i}"], tensors[f"boxes/{i}"])
                for i, source in enumerate(header["sources"])]

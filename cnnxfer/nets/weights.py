@@ -18,8 +18,10 @@ from pathlib import Path
 
 import torch
 
-from .nets import CONV_LAYERS, FC_LAYERS, AlexNet, Architecture, architecture
+from .alexnet import AlexNet
+from .architecture import CONV_LAYERS, FC_LAYERS, Architecture, architecture
 from .preprocessing import TORCHVISION, Preprocessing
+from .state import WeightsError, load_into
 
 FORMAT = "cnnxfer.alexnet/1"
 _ARCH_KEY, _PREP_KEY, _FORMAT_KEY = "cnnxfer.architecture", "cnnxfer.preprocessing", "format"
@@ -31,10 +33,6 @@ TORCHVISION_NAMES = {
 }
 
 
-class WeightsError(ValueError):
-    """Weights that do not fit the network: each problem tensor is listed by name."""
-
-
 def load(path: str | os.PathLike, *, preprocessing: Preprocessing | None = None,
          backend: str = "engine", name: str | None = None) -> AlexNet:
     """A network with the weights stored at `path`, chosen by its suffix:
@@ -44,7 +42,7 @@ def load(path: str | os.PathLike, *, preprocessing: Preprocessing | None = None,
     - ``.pth`` / ``.pt``: a state_dict saved with torch.save, loaded with weights_only=True (no
       code from the file runs). torchvision AlexNet names (features.0.weight ...) build the
       "torchvision" layout with its ImageNet preprocessing; cnnxfer names need `name`.
-    - ``.onnx``: a model-zoo graph of the family (cnnxfer.onnx_import.from_onnx).
+    - ``.onnx``: a model-zoo graph of the family (cnnxfer.nets.onnx_import.from_onnx).
 
     Args:
         preprocessing: overrides the input convention stored with (or implied by) the weights.
@@ -60,7 +58,7 @@ def load(path: str | os.PathLike, *, preprocessing: Preprocessing | None = None,
         raise FileNotFoundError(f"weights file not found: {str(path)!r}")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        from .onnx_import import from_onnx  # onnx is only needed for .onnx files
+        from .onnx_import import from_onnx  # imports onnx: only for .onnx files
         return from_onnx(path, preprocessing=preprocessing, backend=backend)
     if suffix == ".safetensors":
         tensors, metadata = _read_safetensors(path)
@@ -137,39 +135,6 @@ def from_state_dict(state: dict, *, arch: Architecture | None = None, name: str 
     net = AlexNet(arch, preprocessing, backend=backend)
     load_into(net, state, source=source, aliases=aliases)
     return net
-
-
-def load_into(net: AlexNet, state: dict, *, source: str = "state_dict",
-              aliases: dict[str, str] | None = None,
-              error: type[WeightsError] = WeightsError) -> None:
-    """Copies `state` into net after checking every name, shape and value; one error lists every
-    missing, unexpected and mis-shaped tensor, another every tensor holding NaN or inf.
-    aliases: cnnxfer name -> the name in the user's file, shown beside it in errors.
-    error: the WeightsError subclass raised (the ONNX importer raises OnnxImportError)."""
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    aliases = aliases or {}
-    label = lambda key: f"{key} ({aliases[key]})" if aliases.get(key, key) != key else key  # noqa: E731
-    problems = []
-    for key in expected:
-        if key not in state:
-            problems.append(f"  missing {label(key)}: expected shape {list(expected[key])}")
-        elif tuple(state[key].shape) != expected[key]:
-            problems.append(f"  mis-shaped {label(key)}: expected {list(expected[key])}, got "
-                            f"{list(state[key].shape)}")
-    for key in state:
-        if key not in expected:
-            problems.append(f"  unexpected {label(key)}: shape {list(state[key].shape)}")
-    if problems:
-        raise error(f"{source} does not fit {net.arch.name} ({len(problems)} problem"
-                           f"{'s' if len(problems) > 1 else ''}):\n" + "\n".join(problems))
-    not_finite = [k for k in expected if state[k].is_floating_point()
-                  and not bool(torch.isfinite(state[k]).all())]
-    if not_finite:
-        raise error(f"{source}: {', '.join(map(label, not_finite))} "
-                    f"{'holds' if len(not_finite) == 1 else 'hold'} NaN or inf")
-    with torch.no_grad():
-        for key, param in net.state_dict(keep_vars=True).items():
-            param.copy_(state[key].to(param.dtype))
 
 
 def _rename_torchvision(key: str) -> str:

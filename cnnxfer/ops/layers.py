@@ -1,9 +1,10 @@
-"""Small value types that describe the layers after a convolution in an AlexNet-family block."""
+"""The parameters of the layers that follow a convolution in an AlexNet-family block: what
+ops.conv_block, the reference and the network architectures take."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .pooling import IntOrPair
+from .geometry import IntOrPair
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""Gradient of relu_lrn_maxpool, written with aten ops so that it also runs under torch.compile.
+"""Gradient of relu_lrn_maxpool, written with aten ops so that it also runs under torch.compile,
+and the autograd registration that attaches it to each op of that schema (the compiled op and the
+Triton one). A leaf module (torch only), so the Triton kernels may use it.
 
 Forward (lrn_pool order):  r = relu(x);  l = LRN(r);  y = maxpool(l)
   LRN:  l_c = r_c * D_c^-beta,  D_c = k + alpha/size * sum_{j in window(c)} r_j^2
@@ -89,3 +91,23 @@ def relu_lrn_maxpool_backward(
     if relu:
         grad_r = grad_r * (xc > 0)
     return grad_r.to(x.dtype)
+
+
+# ------------------------------------------------------------------ autograd registration
+
+_ARGUMENT_COUNT = 10  # size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, pool_first, relu
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.arguments = inputs[1:]
+
+
+def _backward(ctx, grad_out):
+    (x,) = ctx.saved_tensors
+    return (relu_lrn_maxpool_backward(grad_out, x, *ctx.arguments),) + (None,) * _ARGUMENT_COUNT
+
+
+def register_autograd(op_name: str) -> None:
+    """Makes `op_name` ("cnnxfer::relu_lrn_maxpool" or its Triton twin) differentiable in x."""
+    torch.library.register_autograd(op_name, _backward, setup_context=_setup_context)

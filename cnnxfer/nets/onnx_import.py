@@ -1,6 +1,6 @@
 """AlexNet-family networks from ONNX graphs (model-zoo bvlc_alexnet, caffenet and the like).
 
-    net = cnnxfer.onnx_import.from_onnx("bvlc_alexnet.onnx")     # an AlexNet, weights loaded
+    net = cnnxfer.nets.onnx_import.from_onnx("bvlc_alexnet.onnx")  # an AlexNet, weights loaded
     fc7 = net(batch, layer="fc7")                                  # [N, 4096]
 
 The graph must be one chain from the image input:
@@ -23,10 +23,11 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from .nets import CONV_LAYERS, FC_LAYERS, AlexNet, Architecture, ConvBlock
+from ..ops.layers import LRN, MaxPool
+from .alexnet import AlexNet
+from .architecture import CONV_LAYERS, FC_LAYERS, Architecture, ConvBlock
 from .preprocessing import CAFFE, Preprocessing
-from .specs import LRN, MaxPool
-from .weights import WeightsError, load_into
+from .state import WeightsError, load_into
 
 __all__ = ["OnnxImportError", "from_onnx"]
 

@@ -1,0 +1,38 @@
+"""The `cnnxfer` command: one module per subcommand, each with add_parser(commands) and
+run(args) -> exit status.
+
+    cnnxfer extract --weights W IMAGES... -o OUT.safetensors|OUT.npz|FOLDER [--layer fc7] ...
+    cnnxfer info W
+    cnnxfer convert IN OUT.safetensors
+    cnnxfer demo [--dtype float32|bfloat16] [--no-pipeline] [--width 1.0] [--compile] ...
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from . import convert, demo, extract, info
+
+SUBCOMMANDS = (demo, extract, info, convert)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnxfer", description="Mid-level CNN patch features and their transfer to new tasks.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for command in SUBCOMMANDS:
+        command.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        # a user's mistake (a missing file, weights that do not fit, a bad layer name): one line,
+        # no traceback
+        print(f"cnnxfer {args.command}: error: {error}", file=sys.stderr)
+        return 2

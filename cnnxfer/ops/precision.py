@@ -1,0 +1,29 @@
+"""Which dtype the engine's convolutions and GEMMs compute in, for activations of a given dtype.
+
+bf16 halves the bytes moved, but only CPUs with bf16 dot-product units (AVX-512-BF16, AMX)
+compute it in hardware; elsewhere oneDNN emulates bf16 convolutions, several times slower than
+fp32. So on such CPUs the engine computes in fp32 and only stores bf16 (and fp16, which CPUs do
+not compute natively at all, likewise). GPUs compute both natively.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import compat
+
+# Probed once, at import: the probe is cheap, and torch.compile cannot trace it.
+_CPU_NATIVE_BF16 = compat.cpu_has_bf16_dot_product()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 dot products in hardware (AVX-512-BF16 or AMX)."""
+    return _CPU_NATIVE_BF16
+
+
+def compute_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype convolutions and GEMMs run in for activations of `dtype` on `device`: `dtype`
+    itself, except bf16 on CPUs without bf16 units and fp16 on any CPU, which compute in fp32."""
+    if (dtype in (torch.bfloat16, torch.float16) and torch.device(device).type == "cpu"
+            and not (dtype == torch.bfloat16 and cpu_has_native_bf16())):
+        return torch.float32
+    return dtype
