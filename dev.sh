@@ -2,7 +2,8 @@
 # One entry point for a fresh machine: creates .venv, installs the pinned dependencies, builds
 # cnnxfer's compiled ops, then runs what was asked:
 #   ./dev.sh demo     the fused op against plain PyTorch on random data, with the speed ratio
-#   ./dev.sh test     the test suite (what CI runs)
+#   ./dev.sh test     ruff, then the test suite (what CI runs); pytest arguments follow, e.g.
+#                     ./dev.sh test -m "not slow"   (the default tier only)
 #   ./dev.sh bench    pytest benches/ --benchmark
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -21,7 +22,7 @@ MAX_JOBS=${MAX_JOBS:-2} .venv/bin/python -m pip install -q --disable-pip-version
 
 case "$job" in
   demo)  exec .venv/bin/cnnxfer demo "$@" ;;
-  test)  exec .venv/bin/python -m pytest tests/ -q "$@" ;;
+  test)  .venv/bin/ruff check . && exec .venv/bin/python -m pytest tests/ -q "$@" ;;
   bench) exec .venv/bin/python -m pytest benches/ --benchmark "$@" ;;
   *) echo "usage: ./dev.sh [demo|test|bench] [extra arguments]" >&2; exit 2 ;;
 esac

@@ -42,7 +42,8 @@ def _extension():
         cxx.append("-march=native")
     macros = [("CNNXFER_TORCH_VERSION", f'"{torch.__version__}"')]
     use_cuda, why = _want_cuda()
-    print(f"cnnxfer: CPU kernels {'portable' if portable else 'tuned for this CPU (-march=native)'}")
+    tuning = "portable" if portable else "tuned for this CPU (-march=native)"
+    print(f"cnnxfer: CPU kernels {tuning}")
     print(f"cnnxfer: CUDA kernels {'ON' if use_cuda else 'OFF'} ({why})")
     if use_cuda:
         sources += _relative("csrc/cuda/*.cu") + _relative("csrc/cuda/*_binding.cpp")

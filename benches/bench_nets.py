@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from cnnxfer import nets
-from cnnxfer.ops import reference
 from cnnxfer.features import PatchFeatureExtractor
 from cnnxfer.features.grids import paper_grid
+from cnnxfer.ops import reference
 
 BATCH = 32
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from cnnxfer import ops
-from cnnxfer.ops import reference
 from cnnxfer.features.grids import paper_grid
+from cnnxfer.ops import reference
 
 WIDTH, HEIGHT, SIZE = 500, 375, 224
 MEAN, STD = [123.68, 116.28, 103.53], [58.40, 57.12, 57.38]

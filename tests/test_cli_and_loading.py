@@ -10,6 +10,7 @@ from cnnxfer import cli
 from cnnxfer.ops import library
 
 
+@pytest.mark.slow
 def test_demo_runs_checks_and_prints_ratio(capsys):
     assert cli.main(["demo", "--batch", "2", "--repeats", "1", "--cpu", "--no-pipeline"]) == 0
     out = capsys.readouterr().out
@@ -18,6 +19,7 @@ def test_demo_runs_checks_and_prints_ratio(capsys):
     assert "feature pipeline" not in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_demo_pipeline_checks_features_against_the_reference(capsys, dtype):
     assert cli.main(["demo", "--batch", "2", "--repeats", "1", "--cpu", "--width", "0.125",

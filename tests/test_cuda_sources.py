@@ -40,7 +40,8 @@ def _cuda_include_dir() -> Path | None:
     if NVCC is not None:
         dry = _run([NVCC, "-dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull])
         for match in re.finditer(r'INCLUDES="([^"]*)"', dry.stdout + dry.stderr):
-            candidates += [Path(flag[2:]) for flag in match.group(1).split() if flag.startswith("-I")]
+            candidates += [Path(flag[2:]) for flag in match.group(1).split()
+                           if flag.startswith("-I")]
         candidates.append(Path(os.path.realpath(NVCC)).parent.parent / "include")
     for var in ("CUDA_HOME", "CUDA_PATH"):
         if os.environ.get(var):
@@ -60,6 +61,7 @@ def test_kernel_includes_no_torch_headers():
 
 
 @needs_nvcc
+@pytest.mark.slow
 def test_lrn_pool_kernel_compiles_with_nvcc(tmp_path):
     obj = tmp_path / "lrn_pool.o"
     # -O3: the nvcc flag setup.py builds the extension with (no fast math: powf stays exact).
@@ -71,6 +73,7 @@ def test_lrn_pool_kernel_compiles_with_nvcc(tmp_path):
     assert obj.is_file() and obj.stat().st_size > 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(GXX is None, reason="g++ is not on PATH")
 def test_lrn_pool_interface_compiles_as_cpp(tmp_path):
     cuda_include = _cuda_include_dir()

@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 from cnnxfer import PatchFeatureExtractor, nets
-from cnnxfer.ops import reference
-from cnnxfer.features.images import ImageError, load_image
 from cnnxfer.features.grids import dense_grid, paper_grid
+from cnnxfer.features.images import ImageError, load_image
+from cnnxfer.ops import reference
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +165,7 @@ def test_byte_budget_bounds_the_batch(net):
                           rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_gpu_extractor_matches_cpu(dtype):
     cpu_net = nets.alexnet("alexnet", width=0.25, input_size=224, seed=0)
@@ -206,7 +206,8 @@ def test_bad_grid_boxes_skip_the_image_and_results_do_not_share_boxes(net):
     results = list(extractor.extract([_image(90, 130), _image(50, 50), _image(80, 80)],
                                      on_error=lambda source, error: reports.append(str(error))))
     assert len(results) == 2 and len(reports) == 1
-    assert "boxes[1] = (x0, y0, x1, y1) = (10, 10, 60, 60)" in reports[0] and "width=50" in reports[0]
+    assert "boxes[1] = (x0, y0, x1, y1) = (10, 10, 60, 60)" in reports[0]
+    assert "width=50" in reports[0]
     assert results[0].boxes.data_ptr() != results[1].boxes.data_ptr() != fixed.data_ptr()
     results[0].boxes.zero_()
     assert torch.equal(results[1].boxes, fixed)

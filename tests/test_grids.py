@@ -45,11 +45,13 @@ def test_count_about_500(w, h, lo, hi):
     assert lo <= k <= hi, k
 
 
-def test_default_count_is_documented():
-    # The docstring promises 496 for 500x375; keep the two in step.
-    assert DEFAULT_OVERLAP == 0.65
-    assert paper_grid(500, 375).shape[0] == 496
-    assert str(496) in paper_grid.__doc__
+def test_default_overlap_gives_the_papers_about_500():
+    """The paper asks for >= 50% overlap and about 500 patches on a Pascal VOC image (500x375);
+    its bare minimum, 0.5, would give far fewer: the default must meet both."""
+    assert 0.5 <= DEFAULT_OVERLAP < 1
+    assert torch.equal(paper_grid(500, 375), paper_grid(500, 375, overlap=DEFAULT_OVERLAP))
+    assert abs(paper_grid(500, 375).shape[0] - 500) <= 25
+    assert paper_grid(500, 375, overlap=0.5).shape[0] < 400
 
 
 @pytest.mark.parametrize("w,h", SIZES)
@@ -82,7 +84,8 @@ def test_flush_full_grid_and_neighbour_overlap(w, h, overlap):
             j = ys.index(y)
             if j + 1 < len(ys):
                 assert (y + s - ys[j + 1]) >= overlap * s - 1e-9, (s, y, ys[j + 1])
-        # evenly spaced (gaps differ by at most the rounding pixel), and no more positions than needed
+        # evenly spaced (gaps differ by at most the rounding pixel), and no more positions than
+        # needed
         for pos, length in ((xs, w), (ys, h)):
             gaps = [b - a for a, b in zip(pos, pos[1:])]
             if gaps:
@@ -195,7 +198,8 @@ def test_as_boxes_accepts_and_copies():
     assert torch.equal(as_boxes(torch.tensor([[0, 0, 3, 3]], dtype=torch.uint8), 3, 3),
                        torch.tensor([[0, 0, 3, 3]]))
     assert as_boxes([], 4, 4).shape == (0, 4)
-    assert torch.equal(as_boxes(paper_grid(64, 48, dtype=torch.float32), 64, 48), paper_grid(64, 48))
+    as_float = paper_grid(64, 48, dtype=torch.float32)
+    assert torch.equal(as_boxes(as_float, 64, 48), paper_grid(64, 48))
 
 
 @pytest.mark.parametrize("bad,idx", [

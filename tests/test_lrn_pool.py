@@ -1,7 +1,6 @@
 """relu_lrn_maxpool: every backend against cnnxfer.ops.reference, plus errors, autograd, compile."""
 from __future__ import annotations
 
-import importlib.util
 import itertools
 
 import pytest
@@ -12,12 +11,15 @@ from cnnxfer import LRN, MaxPool, ops
 from cnnxfer.ops import reference
 from cnnxfer.ops.geometry import as_padding, pooled_length
 
+from devices import TRITON_DEVICE, backend_device_params, needs_triton
 from tolerances import assert_close_to_reference
 
-HAS_TRITON = importlib.util.find_spec("triton") is not None
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-BACKENDS = ["native", pytest.param("triton", marks=pytest.mark.skipif(
-    not HAS_TRITON, reason="triton is not installed"))]
+# (backend, device): every kernel where it can run here (see devices.py)
+BACKEND_DEVICES = backend_device_params()
+# the same, with the interpreted Triton cases in the slow tier: these sets are large
+BACKEND_DEVICES_SLOW_INTERPRETER = [
+    pytest.param(*p.values, id=p.id, marks=[*p.marks, pytest.mark.slow])
+    if p.id == "triton-cpu" else p for p in BACKEND_DEVICES]
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 
 # (shape, kwargs): odd sizes, C below the LRN window, the AlexNet and CaffeNet settings,
@@ -62,8 +64,7 @@ def _expected(x, **kwargs):
     return reference.relu_lrn_maxpool(x.double().cpu(), **kwargs)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES_SLOW_INTERPRETER)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_matches_reference_float32(backend, device, layout, case):
@@ -73,8 +74,7 @@ def test_matches_reference_float32(backend, device, layout, case):
     assert_close_to_reference(y, _expected(x, **kwargs))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES_SLOW_INTERPRETER)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("order", ["lrn_pool", "pool_lrn"])
@@ -96,10 +96,10 @@ def test_alexnet_shapes_native_cpu(shape, layout, dtype):
     assert_close_to_reference(y, _expected(x))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_output_memory_format_follows_input(backend, layout):
-    x = _inputs((2, 8, 9, 9), torch.float32, layout, "cpu")
+def test_output_memory_format_follows_input(backend, device, layout):
+    x = _inputs((2, 8, 9, 9), torch.float32, layout, device)
     y = ops.relu_lrn_maxpool(x, backend=backend)
     if layout == "channels_last":
         assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
@@ -107,37 +107,37 @@ def test_output_memory_format_follows_input(backend, layout):
         assert y.is_contiguous()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
 @pytest.mark.parametrize("order", ["lrn_pool", "pool_lrn"])
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_nan_and_inf_propagate_as_in_reference(backend, order, relu, layout):
+def test_nan_and_inf_propagate_as_in_reference(backend, device, order, relu, layout):
     x = _inputs((2, 9, 11, 11), torch.float32, "contiguous", "cpu", seed=11)
     positions = torch.randperm(x.numel(), generator=torch.Generator().manual_seed(1))[:12]
     # 1e20 squares to inf in float32: the LRN must then give 0, as the float32 reference's x / inf
     x.view(-1)[positions] = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e20] * 3)
     if layout == "channels_last":
         x = x.to(memory_format=torch.channels_last)
-    y = ops.relu_lrn_maxpool(x, order=order, relu=relu, backend=backend)
+    y = ops.relu_lrn_maxpool(x.to(device), order=order, relu=relu, backend=backend)
     # the reference in the same float32 arithmetic: float64 would not overflow on 1e20 ** 2
     assert_close_to_reference(y, reference.relu_lrn_maxpool(x, order=order, relu=relu))
     assert y.isnan().any()  # the check above compared real NaNs
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
 @pytest.mark.parametrize("kwargs,scale", [
     ({"k": 0.0, "alpha": 1.0, "beta": 1.0, "relu": False, "size": 3}, 1e-18),   # D = 0 and tiny D
     ({"k": 1e-39, "alpha": 1.0, "beta": 1.0}, 1e-30),                           # subnormal k
     ({"k": 1e-25, "alpha": 1.0, "beta": 2.0}, 1e-15),                           # D^beta underflows
-    ({"k": 0.0, "beta": 0.75}, 1.0),                                            # k = 0, AlexNet beta
-    ({"beta": 0.0}, 1.0),                                                       # D^0 = 1, even D = inf
+    ({"k": 0.0, "beta": 0.75}, 1.0),                                  # k = 0, AlexNet beta
+    ({"beta": 0.0}, 1.0),                                             # D^0 = 1, even D = inf
 ])
-def test_tiny_denominators_and_beta_zero_as_in_reference(backend, kwargs, scale):
+def test_tiny_denominators_and_beta_zero_as_in_reference(backend, device, kwargs, scale):
     """x / D^beta must not become x * D^-beta where D^-beta overflows (k tiny or 0)."""
     x = _inputs((1, 8, 7, 7), torch.float32, "contiguous", "cpu", seed=4) * scale
     x[0, 2] = 0.0  # whole channels of zeros: D = k there
     x[0, 5, 3, 3] = float("inf")
-    y = ops.relu_lrn_maxpool(x, backend=backend, **kwargs)
+    y = ops.relu_lrn_maxpool(x.to(device), backend=backend, **kwargs)
     assert_close_to_reference(y, reference.relu_lrn_maxpool(x, **kwargs))
 
 
@@ -224,27 +224,32 @@ def test_bad_arguments_name_argument_value_and_expectation(kwargs, error, words)
         assert word in str(info.value), f"{word!r} not in {str(info.value)!r}"
 
 
-def test_the_op_itself_checks_its_arguments():
-    """Direct torch.ops callers (C++ included) get the same checks from the C++ side."""
-    x = torch.randn(1, 3, 9, 9)
+def _direct_ops():
+    """Each op reached through torch.ops, bypassing the face: C++ callers get the C++ checks,
+    the Triton op the face's own validator (checks.lrn_pool_args)."""
+    return [pytest.param(lambda: torch.ops.cnnxfer.relu_lrn_maxpool, "cpu", id="native"),
+            pytest.param(ops.triton_lrn_pool_op, TRITON_DEVICE, id="triton", marks=needs_triton)]
+
+
+@pytest.mark.parametrize("get_op,device", _direct_ops())
+def test_the_op_itself_checks_its_arguments(get_op, device):
+    """Direct torch.ops callers (C++ included) get the same checks as the face."""
+    ops.load_library()
+    op = get_op()
+    x = torch.randn(1, 3, 9, 9, device=device)
     with pytest.raises(ValueError, match="size"):
-        torch.ops.cnnxfer.relu_lrn_maxpool(x, 4, 1e-4, 0.75, 1.0, [3, 3], [2, 2], [0, 0, 0, 0],
-                                           False, False, True)
+        op(x, 4, 1e-4, 0.75, 1.0, [3, 3], [2, 2], [0, 0, 0, 0], False, False, True)
     with pytest.raises(ValueError, match="larger than the padded input"):
-        torch.ops.cnnxfer.relu_lrn_maxpool(x, 5, 1e-4, 0.75, 1.0, [13, 3], [2, 2], [0, 0, 0, 0],
-                                           False, False, True)
+        op(x, 5, 1e-4, 0.75, 1.0, [13, 3], [2, 2], [0, 0, 0, 0], False, False, True)
     with pytest.raises(ValueError, match="k must be a finite number >= 0"):
-        torch.ops.cnnxfer.relu_lrn_maxpool(x, 5, 1e-4, 0.75, -1.0, [3, 3], [2, 2], [0, 0, 0, 0],
-                                           False, False, True)
+        op(x, 5, 1e-4, 0.75, -1.0, [3, 3], [2, 2], [0, 0, 0, 0], False, False, True)
     with pytest.raises(ValueError, match="alpha must be a finite number >= 0, got inf"):
-        torch.ops.cnnxfer.relu_lrn_maxpool(x, 5, float("inf"), 0.75, 1.0, [3, 3], [2, 2],
-                                           [0, 0, 0, 0], False, False, True)
+        op(x, 5, float("inf"), 0.75, 1.0, [3, 3], [2, 2], [0, 0, 0, 0], False, False, True)
     with pytest.raises(ValueError, match="padding left must lie in .0, kernel_size // 2. = .0, 0."):
-        torch.ops.cnnxfer.relu_lrn_maxpool(x, 5, 1e-4, 0.75, 1.0, [3, 1], [2, 1], [0, 1, 0, 0],
-                                           False, False, True)
-    with pytest.raises(TypeError, match="float32, float64, bfloat16 or float16, got Float8"):
-        torch.ops.cnnxfer.relu_lrn_maxpool(x.to(torch.float8_e4m3fn), 5, 1e-4, 0.75, 1.0, [3, 3],
-                                           [2, 2], [0, 0, 0, 0], False, False, True)
+        op(x, 5, 1e-4, 0.75, 1.0, [3, 1], [2, 1], [0, 1, 0, 0], False, False, True)
+    with pytest.raises(TypeError, match="float32, float64, bfloat16 or float16, got .*(?i:float8)"):
+        op(x.to(torch.float8_e4m3fn), 5, 1e-4, 0.75, 1.0, [3, 3], [2, 2], [0, 0, 0, 0], False,
+           False, True)
 
 
 # ------------------------------------------------------------------ autograd, opcheck, compile
@@ -263,16 +268,16 @@ def test_gradcheck_float64(kwargs):
     assert torch.autograd.gradcheck(lambda t: ops.relu_lrn_maxpool(t, **kwargs), (x,))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_backward_matches_reference_autograd(backend, dtype):
-    x = _inputs((2, 7, 9, 9), dtype, "contiguous", "cpu", seed=9).requires_grad_(True)
+def test_backward_matches_reference_autograd(backend, device, dtype):
+    x = _inputs((2, 7, 9, 9), dtype, "contiguous", device, seed=9).requires_grad_(True)
     y = ops.relu_lrn_maxpool(x, padding=(0, 0, 1, 1), backend=backend)
     grad_out = torch.randn_like(y)
     (got,) = torch.autograd.grad(y, x, grad_out)
-    x64 = x.detach().double().requires_grad_(True)
+    x64 = x.detach().double().cpu().requires_grad_(True)
     expected_y = reference.relu_lrn_maxpool(x64, padding=(0, 0, 1, 1))
-    (expected,) = torch.autograd.grad(expected_y, x64, grad_out.double())
+    (expected,) = torch.autograd.grad(expected_y, x64, grad_out.double().cpu())
     assert got.dtype == dtype
     assert_close_to_reference(got, expected)
 
@@ -288,12 +293,11 @@ def test_opcheck():
                            False))
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+@needs_triton
 def test_opcheck_triton():
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    x = torch.randn(1, 4, 7, 7, requires_grad=True, device=device)
+    x = torch.randn(1, 4, 7, 7, requires_grad=True, device=TRITON_DEVICE)
     checks = ("test_schema", "test_autograd_registration")
-    if device == "cuda":
+    if TRITON_DEVICE == "cuda":
         # On the CPU the interpreter runs the kernel for real even on fake tensors, so the fake
         # check needs a GPU, where triton_op traces the launch instead.
         checks += ("test_faketensor", "test_aot_dispatch_dynamic")
@@ -302,6 +306,7 @@ def test_opcheck_triton():
                            True), test_utils=checks)
 
 
+@pytest.mark.slow
 def test_torch_compile_fullgraph():
     def block(t):
         return ops.relu_lrn_maxpool(t * 2.0, padding=(0, 0, 1, 1)) + 1.0
@@ -347,3 +352,28 @@ def test_conv_block_rejects_mismatched_devices():
     weight = torch.randn(4, 3, 3, 3, device="meta")
     with pytest.raises(ValueError, match="weight is on meta but x is on cpu"):
         ops.conv_block(x, weight, None)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_conv_block_computes_in_the_compute_dtype(dtype):
+    """bf16 on CPUs without bf16 units and fp16 on any CPU: the convolution runs in fp32 and only
+    the result is stored in the input's dtype (no emulated low-precision convolutions)."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 6, 13, 13, generator=generator).to(dtype, memory_format=torch.channels_last)
+    weight = (torch.randn(8, 3, 3, 3, generator=generator) * 0.3).to(dtype)
+    bias = torch.randn(8, generator=generator).to(dtype)
+    args = dict(padding=1, groups=2, lrn=LRN(size=3), pool=MaxPool())
+    y = ops.conv_block(x, weight, bias, **args)
+    assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
+    compute = ops.compute_dtype(dtype, x.device)
+    same_in_compute_dtype = ops.conv_block(x.to(compute), weight.to(compute), bias.to(compute),
+                                           **args).to(dtype)
+    assert torch.equal(y, same_in_compute_dtype)
+    expected = reference.conv_block(x.double(), weight.double(), bias.double(), **args)
+    torch.testing.assert_close(y.double(), expected, rtol=3.2e-2, atol=3e-2)
+
+
+def test_conv_block_rejects_mixed_dtypes():
+    x = torch.randn(1, 3, 9, 9, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="weight is torch.float32 but x is torch.bfloat16"):
+        ops.conv_block(x, torch.randn(4, 3, 3, 3), None)

@@ -187,7 +187,7 @@ def test_compute_dtype_policy():
     assert nets.compute_dtype(torch.bfloat16, torch.device("cuda")) == torch.bfloat16
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("name", NAMES)
 def test_engine_on_gpu_matches_the_cpu_reference(name, dtype):
@@ -232,6 +232,7 @@ def test_outputs_never_require_grad():
         assert not net(x, "fc7", backend=backend).requires_grad
 
 
+@pytest.mark.slow
 def test_torch_compile_fullgraph_matches_eager_engine():
     # under torch.compile the engine skips its weight cache and prepacked FC weights (opaque
     # oneDNN tensors cannot be traced) and the fused op runs through its fake kernel

@@ -185,7 +185,7 @@ def test_pool_before_lrn_and_headless_graphs():
     gives a network without fc8. The light model's weights (all 0.02) are enough here."""
     model = light_model()
     lrn, pool = node(model, "n2"), node(model, "n3")
-    relu_out, lrn_out, pool_out = lrn.input[0], lrn.output[0], pool.output[0]
+    relu_out, pool_out = lrn.input[0], pool.output[0]
     lrn.input[0], lrn.output[0] = "pooled", pool_out
     pool.input[0], pool.output[0] = relu_out, "pooled"
     keep = [n for n in model.graph.node if n.name not in ("n21", "n22", "n23")]

@@ -1,14 +1,13 @@
 """extract_patches (C++ CPU kernel and the public face) against cnnxfer.ops.reference."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
-import torch.nn.functional as F
 
 from cnnxfer import ops
 from cnnxfer.ops import reference
+
+from devices import TRITON_DEVICE, needs_triton
 
 # Tolerances against the float64 reference on 0..255 data: float32 rounds the weights and sums.
 ATOL = {torch.float32: 2e-3, torch.float64: 1e-9, torch.bfloat16: 1.0, torch.float16: 0.13}
@@ -40,7 +39,8 @@ def _random_boxes(count, images, seed=1, min_side=1):
 
 def _expected(images, boxes, **kwargs):
     """The reference in float64 throughout (computed and returned)."""
-    return reference.extract_patches(images.double(), boxes, **(kwargs | {"out_dtype": torch.float64}))
+    kwargs = kwargs | {"out_dtype": torch.float64}
+    return reference.extract_patches(images.double(), boxes, **kwargs)
 
 
 def _precision(out_dtype, images):
@@ -101,13 +101,14 @@ def test_identity_box_is_exact():
         assert torch.equal(out[1], images[0, :, :16, :16].float())
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+@needs_triton
 def test_face_routes_to_triton():
     images = _images((2, 3, 21, 17))
     boxes = _random_boxes(5, images, seed=8)
     kwargs = dict(size=9, mean=[10.0, 20.0, 30.0], std=[50.0, 60.0, 70.0], reverse_channels=True)
-    out = ops.extract_patches(images, boxes, backend="triton", **kwargs)
-    torch.testing.assert_close(out.double(), _expected(images, boxes, **kwargs), rtol=1e-5,
+    out = ops.extract_patches(images.to(TRITON_DEVICE), boxes, backend="triton", **kwargs)
+    assert out.device.type == TRITON_DEVICE
+    torch.testing.assert_close(out.double().cpu(), _expected(images, boxes, **kwargs), rtol=1e-5,
                                atol=1e-4)
 
 
@@ -144,6 +145,7 @@ def test_large_downscale_with_antialias_matches_reference():
     assert not torch.allclose(out, plain)  # the option does something
 
 
+@pytest.mark.slow
 def test_compile_fullgraph():
     images = _images((1, 3, 20, 24))
     boxes = torch.tensor([[0, 0, 0, 12, 12], [0, 4, 2, 24, 20]])

@@ -13,11 +13,14 @@ import torch
 
 pytest.importorskip("triton")
 
-from cnnxfer.ops import reference  # noqa: E402
 from cnnxfer.kernels import patches  # noqa: E402,F401  (registers the op)
+from cnnxfer.ops import reference  # noqa: E402
 
+from devices import TRITON_DEVICE as DEVICE  # noqa: E402
+from devices import needs_triton  # noqa: E402
+
+pytestmark = needs_triton
 OP = torch.ops.cnnxfer.extract_patches_triton
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 MEAN = [123.675, 116.28, 103.53]
 STD = [58.395, 57.12, 57.375]
@@ -109,7 +112,7 @@ KINDS = ["u8", "f32", "u8_cl", "u8_1ch", "f32_strided", "u8_1ch_cl"]
 
 
 @pytest.mark.parametrize("index", range(len(OPTIONS)),
-                         ids=["aa{}-rev{}-{}-{}-cl{}".format(a, r, n, str(d)[6:], c)
+                         ids=[f"aa{a}-rev{r}-{n}-{str(d)[6:]}-cl{c}"
                               for a, r, n, d, c in OPTIONS])
 def test_every_option(index):
     antialias, reverse, normalize, out_dtype, channels_last = OPTIONS[index]

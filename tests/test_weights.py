@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from cnnxfer import nets, weights
-from cnnxfer.nets.preprocessing import CAFFE, TORCHVISION, Preprocessing
 from cnnxfer.nets import WeightsError
+from cnnxfer.nets.preprocessing import CAFFE, TORCHVISION, Preprocessing
 
 
 def _torchvision_alexnet(c=(16, 48, 96, 64, 64), fc=256, classes=10) -> nn.Module:

@@ -8,7 +8,7 @@ import argparse
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -132,7 +132,8 @@ def _demo_op(args: argparse.Namespace) -> int:
 def add_parser(commands) -> None:
     parser = commands.add_parser("demo", help="the fused op and the feature pipeline vs plain "
                                              "PyTorch, on generated data")
-    parser.add_argument("--batch", type=positive_int, default=32, help="images in the batch (default 32)")
+    parser.add_argument("--batch", type=positive_int, default=32,
+                        help="images in the batch (default 32)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--channels-last", action="store_true", help="NHWC input")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")

@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     images, done = [str(image) for image in args.images], []
     if to_folder:  # one file per image, written as it is done; a rerun skips finished ones
         paths = feature_files.per_image_paths(images, args.output)
-        done = [source for source in images if feature_files.already_written(paths[source], source, header)]
+        done = [source for source in images
+                if feature_files.already_written(paths[source], source, header)]
         images = [source for source in images if source not in set(done)]
         if done:
             print(f"cnnxfer extract: {len(done)} images already in {args.output}, skipped")

@@ -1,16 +1,17 @@
 """Patch grids: which square boxes of an image go through the network.
 
-Oquab et al. (CVPR 2014, section 3) cover every image with about 500 square patches at several scales.
-A patch at scale λ has side ``min(w, h) / λ`` with λ in {1, 1.3, 1.6, 2, 2.4, 2.8, 3.2, 3.6, 4}: the
-largest patch is the whole short side, the smallest a quarter of it. At each scale the patches form a
-regular grid over the whole image whose neighbours overlap by at least 50%, so every object is seen
-whole, at some scale, by a patch roughly its size. Each patch is later resized to 224x224.
+Oquab et al. (CVPR 2014, section 3) cover every image with about 500 square patches at several
+scales. A patch at scale λ has side ``min(w, h) / λ`` with λ in {1, 1.3, 1.6, 2, 2.4, 2.8, 3.2, 3.6,
+4}: the largest patch is the whole short side, the smallest a quarter of it. At each scale the
+patches form a regular grid over the whole image whose neighbours overlap by at least 50%, so every
+object is seen whole, at some scale, by a patch roughly its size. Each patch is later resized to
+224x224.
 
-The paper gives the scales, the 50% minimum overlap and "about 500" patches, but not the exact step.
-:func:`paper_grid` makes the step explicit through ``overlap`` (the least overlap between neighbours,
-as a fraction of the side) and chooses its default so that a typical Pascal VOC image (500x375) gets
-about 500 patches. :func:`dense_grid` is a plain single-scale grid, and :func:`as_boxes` checks boxes
-that a user supplies.
+The paper gives the scales, the 50% minimum overlap and "about 500" patches, but not the exact
+step. :func:`paper_grid` makes the step explicit through ``overlap`` (the least overlap between
+neighbours, as a fraction of the side) and chooses its default so that a typical Pascal VOC image
+(500x375) gets about 500 patches. :func:`dense_grid` is a plain single-scale grid, and
+:func:`as_boxes` checks boxes that a user supplies.
 
 Every function returns a Tensor[K, 4] of (x0, y0, x1, y1) in integer pixel coordinates: x along the
 width, y along the height, (0, 0) the top-left pixel, x1 and y1 exclusive (the box covers columns
@@ -21,7 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from typing import Iterable, List, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -29,7 +30,7 @@ from ..ops.boxes import check_boxes
 
 __all__ = ["PAPER_SCALES", "DEFAULT_OVERLAP", "paper_grid", "dense_grid", "as_boxes"]
 
-PAPER_SCALES: Tuple[float, ...] = (1.0, 1.3, 1.6, 2.0, 2.4, 2.8, 3.2, 3.6, 4.0)
+PAPER_SCALES: tuple[float, ...] = (1.0, 1.3, 1.6, 2.0, 2.4, 2.8, 3.2, 3.6, 4.0)
 
 # 0.65 gives 496 patches for a 500x375 image (the common Pascal VOC size), 497 for 640x480: the
 # paper's "about 500". 0.5 (the paper's bare minimum) gives only 275, 0.7 already 652.
@@ -63,7 +64,8 @@ def _check_size(name: str, value) -> int:
 
 def _check_real(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+        raise TypeError(f"{name} must be a real number, got {value!r} of type "
+                        f"{type(value).__name__}")
     x = float(value)
     if not math.isfinite(x):
         raise ValueError(f"{name} must be finite, got {value!r}")
@@ -78,7 +80,7 @@ def _check_dtype(dtype) -> torch.dtype:
     return dtype
 
 
-def _to_tensor(rows: List[Tuple[int, int, int, int]], dtype: torch.dtype) -> torch.Tensor:
+def _to_tensor(rows: list[tuple[int, int, int, int]], dtype: torch.dtype) -> torch.Tensor:
     out = torch.tensor(rows, dtype=torch.int64).reshape(-1, 4)
     if dtype is torch.int64:
         return out
@@ -90,15 +92,17 @@ def _to_tensor(rows: List[Tuple[int, int, int, int]], dtype: torch.dtype) -> tor
     return conv
 
 
-def _positions(length: int, side: int, max_step: int) -> List[int]:
-    """Start offsets of ``side``-long windows covering [0, length), first at 0, last at length - side,
-    evenly spaced with consecutive starts at most ``max_step`` apart (all integers)."""
+def _positions(length: int, side: int, max_step: int) -> list[int]:
+    """Start offsets of ``side``-long windows covering [0, length), first at 0, last at
+    length - side, evenly spaced with consecutive starts at most ``max_step`` apart (all
+    integers)."""
     span = length - side
     n = max(1, -(-span // max_step) + 1)  # ceil(span / max_step) + 1 in exact integer arithmetic
     if n == 1:
         return [0]
-    # round(i * span / (n - 1)), half up, in integers. The exact spacing span/(n-1) is <= max_step and
-    # max_step is an integer, so the rounded gaps (floor or ceil of the exact one) stay <= max_step.
+    # round(i * span / (n - 1)), half up, in integers. The exact spacing span/(n-1) is <= max_step
+    # and max_step is an integer, so the rounded gaps (floor or ceil of the exact one) stay
+    # <= max_step.
     return [(2 * i * span + (n - 1)) // (2 * (n - 1)) for i in range(n)]
 
 
@@ -108,12 +112,12 @@ def paper_grid(width: int, height: int, *, scales: Sequence[float] = PAPER_SCALE
 
     Args:
         width, height: image size in pixels (positive ints).
-        scales: the λ's, each >= 1.0 (a patch cannot exceed the short side). The patch side at scale λ
-            is ``round(min(width, height) / λ)`` pixels (halves rounded up), at least 1.
-        overlap: the least overlap between horizontally or vertically adjacent patches of one scale, as
-            a fraction of their side, in [0.5, 1). The default 0.65 gives 496 patches for a 500x375
-            image (497 for 640x480 or 480x640), matching the paper's "about 500" for Pascal VOC
-            images; 0.5, the paper's minimum, would give only 275.
+        scales: the λ's, each >= 1.0 (a patch cannot exceed the short side). The patch side at
+            scale λ is ``round(min(width, height) / λ)`` pixels (halves rounded up), at least 1.
+        overlap: the least overlap between horizontally or vertically adjacent patches of one
+            scale, as a fraction of their side, in [0.5, 1). The default 0.65 gives 496 patches
+            for a 500x375 image (497 for 640x480 or 480x640), matching the paper's "about 500"
+            for Pascal VOC images; 0.5, the paper's minimum, would give only 275.
         dtype: torch.int64 (default), int32, float32 or float64; the values are the same integers.
 
     Returns:
@@ -141,7 +145,7 @@ def paper_grid(width: int, height: int, *, scales: Sequence[float] = PAPER_SCALE
 
     short = min(w, h)
     seen = set()
-    rows: List[Tuple[int, int, int, int]] = []
+    rows: list[tuple[int, int, int, int]] = []
     for lam in lams:
         side = min(short, max(1, _round_half_up(short / lam)))
         max_step = max(1, int(math.floor(side * (1.0 - o) + _EPS)))
@@ -155,7 +159,7 @@ def paper_grid(width: int, height: int, *, scales: Sequence[float] = PAPER_SCALE
     return _to_tensor(rows, dtype)
 
 
-def _check_scales(scales) -> List[float]:
+def _check_scales(scales) -> list[float]:
     if isinstance(scales, (numbers.Number, str, bytes)) or not isinstance(scales, Iterable):
         raise TypeError(f"scales must be a non-empty sequence of numbers >= 1.0, got {scales!r}")
     lams = list(scales)
@@ -175,8 +179,9 @@ def dense_grid(width: int, height: int, *, side: int, stride: int,
                dtype: torch.dtype = torch.int64) -> torch.Tensor:
     """A single-scale grid of ``side`` x ``side`` patches every ``stride`` pixels.
 
-    Along each axis of length L the starts are 0, stride, 2*stride, ... up to L - side, plus L - side
-    itself when the stride does not land on it, so the grid always reaches the right/bottom border.
+    Along each axis of length L the starts are 0, stride, 2*stride, ... up to L - side, plus
+    L - side itself when the stride does not land on it, so the grid always reaches the
+    right/bottom border.
 
     Args:
         width, height: image size in pixels (positive ints).
@@ -197,7 +202,7 @@ def dense_grid(width: int, height: int, *, side: int, stride: int,
                          f"{w}x{h} image, got {side!r}")
     dtype = _check_dtype(dtype)
 
-    def starts(length: int) -> List[int]:
+    def starts(length: int) -> list[int]:
         pos = list(range(0, length - s + 1, st))
         if pos[-1] != length - s:
             pos.append(length - s)  # flush with the far border
@@ -220,8 +225,9 @@ def as_boxes(boxes, width: int, height: int) -> torch.Tensor:
         int64 Tensor[K, 4] on the CPU (a copy; the input is never aliased).
 
     Raises:
-        ValueError naming the first bad box's index and values when a coordinate is not an integer or
-        a box is not 0 <= x0 < x1 <= width, 0 <= y0 < y1 <= height; ValueError/TypeError for a wrong
-        shape or type. (cnnxfer.ops.boxes.check_boxes, the checker extract_patches uses too.)
+        ValueError naming the first bad box's index and values when a coordinate is not an
+        integer or a box is not 0 <= x0 < x1 <= width, 0 <= y0 < y1 <= height;
+        ValueError/TypeError for a wrong shape or type. (This is cnnxfer.ops.boxes.check_boxes,
+        the checker extract_patches uses too.)
     """
     return check_boxes(boxes, _check_size("width", width), _check_size("height", height))

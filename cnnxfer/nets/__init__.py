@@ -12,8 +12,14 @@ Built on cnnxfer.ops; nothing here decodes images or knows about patches. The ON
 from ..ops.precision import compute_dtype, cpu_has_native_bf16
 from . import weights
 from .alexnet import BACKENDS, AlexNet, alexnet
-from .architecture import (CONV_LAYERS, FC_LAYERS, Architecture, ConvBlock, architecture,
-                           default_preprocessing)
+from .architecture import (
+                           CONV_LAYERS,
+                           FC_LAYERS,
+                           Architecture,
+                           ConvBlock,
+                           architecture,
+                           default_preprocessing,
+)
 from .preprocessing import CAFFE, TORCHVISION, Preprocessing
 from .state import WeightsError
 

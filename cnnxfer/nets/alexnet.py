@@ -82,13 +82,14 @@ class AlexNet(nn.Module):
         state["_cast_cache"] = {}
         return state
 
-    def train(self, mode: bool = True) -> "AlexNet":
+    def train(self, mode: bool = True) -> AlexNet:
         # A frozen feature extractor: there is no dropout to switch and nothing to train here;
         # adaptation layers live elsewhere. Always eval, so features never depend on a mode flag.
         return super().train(False)
 
     def extra_repr(self) -> str:
-        return f"arch={self.arch.name!r}, backend={self.backend!r}, preprocessing={self.preprocessing}"
+        return (f"arch={self.arch.name!r}, backend={self.backend!r}, "
+                f"preprocessing={self.preprocessing}")
 
     def check_layer(self, layer: str | None) -> str:
         layers = self.layers
@@ -103,8 +104,8 @@ class AlexNet(nn.Module):
         layer = self.check_layer(layer)
         backend = _check_backend(backend or self.backend)
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"x must be a [N, 3, H, W] tensor, got "
-                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be a [N, 3, H, W] tensor, got {got}")
         if not x.is_floating_point():
             raise ValueError(f"x must be floating point (normalized pixels), got {x.dtype}")
         stop = self.layers.index(layer)

@@ -99,7 +99,7 @@ class Architecture:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Architecture":
+    def from_dict(cls, values: dict) -> Architecture:
         def block(b: dict) -> ConvBlock:
             lrn = LRN(**b["lrn"]) if b.get("lrn") else None
             pool = MaxPool(**{k: tuple(v) if isinstance(v, list) else v

@@ -51,7 +51,7 @@ class Preprocessing:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Preprocessing":
+    def from_dict(cls, values: dict) -> Preprocessing:
         return cls(mean=tuple(values["mean"]), std=tuple(values["std"]),
                    channel_order=values["channel_order"], input_size=int(values["input_size"]))
 

@@ -22,7 +22,8 @@ PRIVATE_APIS = {
     "torch.cpu._is_amx_tile_supported": lambda: torch.cpu._is_amx_tile_supported,
     "torch.ops.mkldnn._reorder_linear_weight": lambda: torch.ops.mkldnn._reorder_linear_weight,
     "torch.ops.mkldnn._linear_pointwise": lambda: torch.ops.mkldnn._linear_pointwise,
-    "OpOverload.has_kernel_for_dispatch_key": lambda: torch._ops.OpOverload.has_kernel_for_dispatch_key,
+    "OpOverload.has_kernel_for_dispatch_key":
+        lambda: torch._ops.OpOverload.has_kernel_for_dispatch_key,
 }
 
 

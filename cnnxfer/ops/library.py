@@ -45,10 +45,9 @@ def load() -> None:
             f"cnnxfer's compiled library was built against torch {built_for} but torch "
             f"{torch.__version__} is running; its C++ ABI may differ. {_REBUILD}"
         )
+    _loaded = True  # the ops exist: registrations (which calls load() first) may attach to them
     # Importing it registers the fake kernels and autograd formulas of the ops just defined.
     from cnnxfer.ops import registrations  # noqa: F401
-
-    _loaded = True
 
 
 def has_native_kernel(op: str, device: torch.device) -> bool:

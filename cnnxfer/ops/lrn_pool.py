@@ -7,7 +7,7 @@ fake kernels and autograd live in registrations.py.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

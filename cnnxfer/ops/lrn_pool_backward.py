@@ -4,7 +4,8 @@ Triton one). A leaf module (torch only), so the Triton kernels may use it.
 
 Forward (lrn_pool order):  r = relu(x);  l = LRN(r);  y = maxpool(l)
   LRN:  l_c = r_c * D_c^-beta,  D_c = k + alpha/size * sum_{j in window(c)} r_j^2
-  dL/dr_i = g_i * D_i^-beta - 2 * alpha * beta / size * r_i * sum_{c: i in window(c)} g_c * l_c / D_c
+  dL/dr_i = g_i * D_i^-beta
+            - 2 * alpha * beta / size * r_i * sum_{c: i in window(c)} g_c * l_c / D_c
   (for an odd window, "c such that i is in window(c)" is window(i) itself).
 The max-pool routes each output gradient to the position that held the max (the same position
 torch.max_pool2d picks). bfloat16 and float16 are differentiated in float32.
@@ -95,7 +96,8 @@ def relu_lrn_maxpool_backward(
 
 # ------------------------------------------------------------------ autograd registration
 
-_ARGUMENT_COUNT = 10  # size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, pool_first, relu
+# size, alpha, beta, k, kernel_size, stride, padding, ceil_mode, pool_first, relu
+_ARGUMENT_COUNT = 10
 
 
 def _setup_context(ctx, inputs, output):

@@ -1,16 +1,20 @@
 """Fake kernels and autograd of the compiled ops (torch.ops.cnnxfer.*, defined by cnnxfer._C).
 
 Imported once by library.load(), right after the compiled library defines the ops: torch.library
-can only attach Python registrations to ops that exist. The fake kernels give torch.compile the
-output's shape, dtype and memory format without running anything. The Triton ops register their
-own (kernels/).
+can only attach Python registrations to ops that exist. The one module of the package that needs
+the compiled library to import (tests/test_layout.py checks that). The fake kernels give
+torch.compile the output's shape, dtype and memory format without running anything. The Triton
+ops register their own (kernels/).
 """
 from __future__ import annotations
 
 import torch
 
+from . import library
 from .geometry import pooled_length
 from .lrn_pool_backward import register_autograd
+
+library.load()  # the ops must exist; a no-op when load() is what imports this module
 
 
 @torch.library.register_fake("cnnxfer::relu_lrn_maxpool")

@@ -362,7 +362,7 @@ void relu_lrn_maxpool_kernel(const at::Tensor& x, at::Tensor& y, const LrnPoolGe
 
   // Every buffer is private to a thread and carries simd slack at its end (see simd::store).
   constexpr int64_t kSlack = 8;
-  constexpr int64_t kPrefetchRows = 1;  // farther measured no better here
+  constexpr int64_t kPrefetchRows = 1;  // a tuning constant: how far ahead rows are prefetched
   at::parallel_for(0, N * bands, 1, [&](int64_t begin, int64_t end) {
     // The input row: [padded_width][gapped], zero gaps, -inf channels outside the image.
     std::vector<acc_t> row(padded_width * gapped + kSlack, acc_t(0));
