@@ -80,8 +80,26 @@ def _floor_seconds(case: str, times: dict[str, float]) -> float | None:
     return None
 
 
+def machine() -> str:
+    """The CPU model, its AVX-512 / AMX flags (they decide the bf16 paths), threads and torch."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name") and model == "unknown CPU":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma"))
+    return (f"{model}; {' '.join(wanted) or 'no AVX flags listed'}; "
+            f"{torch.get_num_threads()} threads; torch {torch.__version__}")
+
+
 def _format_table() -> list[str]:
-    lines = ["", "cnnxfer ratios (median times, same run; anchor time / cnnxfer time, > 1 means "
+    lines = ["", f"machine: {machine()}",
+             "cnnxfer ratios (median times, same run; anchor time / cnnxfer time, > 1 means "
              "cnnxfer is faster; floor frac = floor time / cnnxfer time):",
              f"{'case':52s} {'cnnxfer ms':>10s} {'floor frac':>10s}  ratios"]
     for case, times in _TIMES.items():
