@@ -12,7 +12,7 @@ import os
 import shutil
 
 import torch
-from setuptools import setup
+from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -64,9 +64,10 @@ def _extension():
     )
 
 
-# cnnxfer's layers are its subpackages (see docs/ARCHITECTURE.md); the Triton kernels live in the
-# top-level kernels/ folder and install as cnnxfer.kernels.
-PACKAGES = ["cnnxfer", "cnnxfer.ops", "cnnxfer.nets", "cnnxfer.features", "cnnxfer.cli"]
+# cnnxfer's layers are its subpackages (see docs/ARCHITECTURE.md), found rather than listed so a
+# new layer cannot be left out of a wheel; the Triton kernels live in the top-level kernels/ folder
+# and install as cnnxfer.kernels.
+PACKAGES = find_packages(include=["cnnxfer", "cnnxfer.*"])
 
 setup(
     packages=PACKAGES + ["cnnxfer.kernels"],

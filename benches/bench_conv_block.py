@@ -10,7 +10,8 @@ Providers, timed in the same run on the same channels_last input:
   eager    cnnxfer.ops.reference.conv_block in the case's dtype (F.conv2d, F.relu,
            F.local_response_norm, F.max_pool2d; the bf16 LRN in fp32 on CPUs, as eager has none)
   compile  torch.compile of that reference, in the case's dtype
-  floor    the convolution alone (F.conv2d, channels_last) in the dtype conv_block computes in
+  floor    the convolution alone (F.conv2d, channels_last input, the same weight) in the dtype
+           conv_block computes in
 """
 from __future__ import annotations
 
@@ -51,8 +52,7 @@ def test_conv_block(benchmark, record, note, block, dtype, provider):
     _, _, stride, padding, groups = BLOCKS[block]
     conv = dict(stride=stride, padding=padding, groups=groups)
     compute = ops.compute_dtype(x.dtype, x.device)
-    floor_args = (x.to(compute), weight.to(compute).contiguous(memory_format=torch.channels_last),
-                  bias.to(compute))
+    floor_args = (x.to(compute), weight.to(compute), bias.to(compute))
     fn = {
         "cnnxfer": lambda: ops.conv_block(x, weight, bias, **conv, **LAYERS),
         "eager": lambda: reference.conv_block(x, weight, bias, **conv, **LAYERS),

@@ -20,7 +20,7 @@ from .features import PatchFeatureExtractor  # noqa: E402
 from .nets import Preprocessing, weights  # noqa: E402
 from .ops import LRN, MaxPool  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["features", "nets", "ops", "weights", "PatchFeatureExtractor", "Preprocessing", "LRN",
            "MaxPool"]
 

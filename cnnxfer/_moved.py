@@ -1,6 +1,6 @@
-"""Module paths of cnnxfer 0.1 that moved in the package's layering, kept as aliases for one
-release: `import cnnxfer.patches` still works and gives cnnxfer.features.grids, with a
-DeprecationWarning that names the new path. They go in the release after 0.2.
+"""Module paths of cnnxfer 0.1 that moved in 0.2, when the package was split into its layers,
+kept as aliases for one release: `import cnnxfer.patches` still works and gives
+cnnxfer.features.grids, with a DeprecationWarning that names the new path. They go in 0.3.
 
 `cnnxfer.weights` is not deprecated: it is the documented short path to cnnxfer.nets.weights.
 """
@@ -52,14 +52,15 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
         if new is None:
             return None
         if fullname in MOVED:
-            warnings.warn(f"{fullname} moved to {new}; the old path goes in the next release",
+            warnings.warn(f"{fullname} moved to {new}; the old path goes in cnnxfer 0.3",
                           DeprecationWarning, stacklevel=_stacklevel())
         return importlib.util.spec_from_loader(fullname, _AliasLoader(new))
 
 
 # Frames between the user's code and the warning, besides the import system's own (which
 # warnings.warn skips by itself when it counts stacklevel): this package's.
-_OURS = (__file__, importlib.__file__, __file__.replace("_moved.py", "__init__.py"))
+_OURS = (__file__, importlib.__file__, importlib.util.__file__,
+         __file__.replace("_moved.py", "__init__.py"))
 
 
 def _stacklevel() -> int:

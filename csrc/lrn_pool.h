@@ -1,5 +1,5 @@
 // cnnxfer::relu_lrn_maxpool: ReLU, local response normalization across channels and max-pooling,
-// fused. Meaning (cnnxfer/reference.py):
+// fused. Meaning (cnnxfer/ops/reference.py):
 //   lrn_pool order:  max_pool2d(local_response_norm(relu(x)))
 //   pool_lrn order:  local_response_norm(max_pool2d(relu(x)))   (CaffeNet, GoogLeNet)
 // This header holds what every backend shares: the pooling geometry and the argument checks.

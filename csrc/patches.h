@@ -1,5 +1,5 @@
 // cnnxfer::extract_patches: crop, resize (bilinear, optionally antialiased), normalize and cast one
-// patch per box, in one pass. Meaning: cnnxfer/reference.py extract_patches.
+// patch per box, in one pass. Meaning: cnnxfer/ops/reference.py extract_patches.
 #pragma once
 
 #include <ATen/core/Tensor.h>

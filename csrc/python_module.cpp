@@ -18,5 +18,16 @@ PyMODINIT_FUNC PyInit__C(void) {
     Py_DECREF(module);
     return nullptr;
   }
+  // Whether the CUDA kernels are in this build: the Python faces' backend choice reads it (a
+  // constant, so torch.compile traces the choice; no dispatcher query needed).
+#ifdef CNNXFER_WITH_CUDA
+  const long cuda_kernels = 1;
+#else
+  const long cuda_kernels = 0;
+#endif
+  if (PyModule_AddIntConstant(module, "cuda_kernels", cuda_kernels) < 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
   return module;
 }

@@ -30,7 +30,7 @@ def cuda_kernels_built() -> bool:
     FORCE_CUDA=1). Loads the compiled library."""
     from cnnxfer.ops import library
 
-    return HAS_CUDA and library.has_native_kernel("relu_lrn_maxpool", torch.device("cuda"))
+    return HAS_CUDA and library.has_native_kernel(torch.device("cuda"))
 
 
 def _skip_triton(device: str) -> str | None:
@@ -63,6 +63,22 @@ def backend_device_params(*, gpu: bool = True) -> list:
             pytest.mark.gpu, pytest.mark.skipif(reason is not None, reason=reason or "")]))
     return params
 
+
+def _skip_gpu_engine() -> str | None:
+    """Why the engine cannot run on the GPU here (no GPU, or neither CUDA kernels in this build
+    nor triton to fall back on), or None when it can."""
+    if not HAS_CUDA:
+        return "no CUDA GPU"
+    if not cuda_kernels_built() and not HAS_TRITON:
+        return "this build has no CUDA kernels and triton is not installed"
+    return None
+
+
+def needs_gpu_engine(test):
+    """Marks a test `gpu` that runs the engine's ops on a GPU (native CUDA kernels, else Triton,
+    as "auto" picks), skipped with the reason where they cannot run."""
+    reason = _skip_gpu_engine()
+    return pytest.mark.gpu(pytest.mark.skipif(reason is not None, reason=reason or "")(test))
 
 needs_triton = pytest.mark.skipif(_skip_triton(TRITON_DEVICE) is not None,
                                   reason=_skip_triton(TRITON_DEVICE) or "")

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from cnnxfer import ops
+from cnnxfer import nets
 from cnnxfer.nets import engine
 from cnnxfer.ops import compat
 
@@ -55,8 +55,37 @@ def test_packed_linear_matches_its_public_fallback(relu, batch):
     assert not engine.uses_packed_linear(torch.bfloat16, torch.device("cpu"))
 
 
-def test_op_has_kernel_sees_the_cpu_kernel():
-    ops.load_library()
-    overload = torch.ops.cnnxfer.relu_lrn_maxpool.default
-    assert compat.op_has_kernel(overload, "CPU")
-    assert not compat.op_has_kernel(overload, "XLA")
+def _remove(monkeypatch, name):
+    """Makes compat see torch without the private API `name`, as after an upgrade."""
+    monkeypatch.setitem(compat.PRIVATE_APIS, name, lambda: torch.ops.mkldnn._no_such_op_here)
+    assert not compat.available(name)
+
+
+def test_without_the_private_probes_the_cpu_flags_decide(monkeypatch):
+    _remove(monkeypatch, "torch.cpu._is_avx512_bf16_supported")
+    assert compat.cpu_has_bf16_dot_product() == compat.cpu_flags_say_bf16()
+
+
+def test_without_packed_linear_the_engine_uses_addmm(monkeypatch):
+    _remove(monkeypatch, "torch.ops.mkldnn._linear_pointwise")
+    assert not compat.packed_linear_available()
+    assert not engine.uses_packed_linear(torch.float32, torch.device("cpu"))
+    net = nets.alexnet("alexnet", width=0.125, seed=3)
+    x = torch.randn(2, 3, 227, 227, generator=torch.Generator().manual_seed(0)) * 50
+    expected = net(x.double(), "fc7", backend="reference")
+    torch.testing.assert_close(net(x, "fc7").double(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_without_version_counters_the_engine_caches_nothing(monkeypatch):
+    _remove(monkeypatch, "torch.Tensor._version")
+    assert compat.tensor_version(torch.zeros(1)) is None
+    net = nets.alexnet("alexnet", width=0.125, seed=4)
+    x = torch.randn(2, 3, 227, 227, generator=torch.Generator().manual_seed(1)) * 50
+    before = net(x, "fc6")
+    with torch.no_grad():
+        net.fc6.bias.add_(1.0)  # an in-place edit, which only the version counter would show
+    after = net(x, "fc6")
+    assert net._cast_cache == {}
+    assert not torch.allclose(before, after)
+    expected = net(x.double(), "fc6", backend="reference")
+    torch.testing.assert_close(after.double(), expected, rtol=1e-4, atol=1e-4)

@@ -11,6 +11,8 @@ from cnnxfer.features.grids import dense_grid, paper_grid
 from cnnxfer.features.images import ImageError, load_image
 from cnnxfer.ops import reference
 
+from devices import needs_gpu_engine
+
 
 @pytest.fixture(scope="module")
 def net():
@@ -165,8 +167,8 @@ def test_byte_budget_bounds_the_batch(net):
                           rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@needs_gpu_engine
 def test_gpu_extractor_matches_cpu(dtype):
     cpu_net = nets.alexnet("alexnet", width=0.25, input_size=224, seed=0)
     image = _image()

@@ -54,6 +54,15 @@ def test_default_overlap_gives_the_papers_about_500():
     assert paper_grid(500, 375, overlap=0.5).shape[0] < 400
 
 
+@pytest.mark.parametrize("w,h,overlap,count", [(500, 375, DEFAULT_OVERLAP, 496),
+                                               (640, 480, DEFAULT_OVERLAP, 497),
+                                               (480, 640, DEFAULT_OVERLAP, 497),
+                                               (500, 375, 0.5, 275)])
+def test_counts_the_documentation_promises(w, h, overlap, count):
+    # paper_grid's docstring and the README quote these counts to users
+    assert paper_grid(w, h, overlap=overlap).shape[0] == count
+
+
 @pytest.mark.parametrize("w,h", SIZES)
 def test_boxes_square_inside_with_scale_side(w, h):
     g = paper_grid(w, h)

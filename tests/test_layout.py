@@ -205,13 +205,35 @@ def test_old_module_paths_are_deprecated_aliases(old, new):
 
 
 def test_old_attribute_names_and_the_weights_short_path():
+    sys.modules.pop("cnnxfer.weights", None)  # imported afresh, through the alias finder
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # cnnxfer.weights is not deprecated
         import cnnxfer.weights
         assert cnnxfer.weights is cnnxfer.nets.weights
+        assert sys.modules["cnnxfer.weights"] is cnnxfer.nets.weights
     with pytest.warns(DeprecationWarning, match="cnnxfer.ops.reference"):
         sys.modules.pop("cnnxfer.reference", None)
         vars(cnnxfer).pop("reference", None)
         assert cnnxfer.reference is cnnxfer.ops.reference
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         cnnxfer.nothing  # noqa: B018
+
+
+_COMPILE_FIRST = textwrap.dedent('''
+    import sys, torch, cnnxfer
+    assert "cnnxfer._C" not in sys.modules
+    def block(t):
+        return cnnxfer.ops.relu_lrn_maxpool(t * 2.0, padding=(0, 0, 1, 1)) + 1.0
+    x = torch.randn(2, 8, 13, 13)
+    y = torch.compile(block, fullgraph=True)(x)  # the library loads while dynamo traces
+    torch.testing.assert_close(y, block(x))
+    print("ok", "cnnxfer._C" in sys.modules)
+''')
+
+
+@pytest.mark.slow
+def test_a_compiled_first_call_loads_the_library():
+    result = subprocess.run([sys.executable, "-c", _COMPILE_FIRST], capture_output=True,
+                            text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-2:] == ["ok", "True"]

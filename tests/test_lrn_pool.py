@@ -377,3 +377,16 @@ def test_conv_block_rejects_mixed_dtypes():
     x = torch.randn(1, 3, 9, 9, dtype=torch.bfloat16)
     with pytest.raises(TypeError, match="weight is torch.float32 but x is torch.bfloat16"):
         ops.conv_block(x, torch.randn(4, 3, 3, 3), None)
+
+
+def test_conv_block_under_autocast_lets_autocast_choose_the_dtype():
+    """As F.conv2d: under autocast the block computes (and returns) autocast's dtype."""
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 6, 13, 13, generator=generator)
+    weight, bias = torch.randn(8, 6, 3, 3, generator=generator) * 0.3, torch.randn(8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ops.conv_block(x, weight, bias, padding=1)
+        plain = F.conv2d(x, weight, bias, padding=1)
+    assert y.dtype == plain.dtype == torch.bfloat16
+    expected = reference.conv_block(x.double(), weight.double(), bias.double(), padding=1)
+    torch.testing.assert_close(y.double(), expected, rtol=3.2e-2, atol=3e-2)

@@ -9,6 +9,8 @@ from cnnxfer import nets
 from cnnxfer.nets import AlexNet, Architecture, architecture, engine
 from cnnxfer.ops import compat
 
+from devices import needs_gpu_engine
+
 NAMES = ("alexnet", "caffenet", "torchvision")
 WIDTH = 0.25  # 24-64-96-96-64 filters, 1024-wide FC: fast, and every code path the same
 
@@ -187,9 +189,9 @@ def test_compute_dtype_policy():
     assert nets.compute_dtype(torch.bfloat16, torch.device("cuda")) == torch.bfloat16
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("name", NAMES)
+@needs_gpu_engine
 def test_engine_on_gpu_matches_the_cpu_reference(name, dtype):
     net = nets.alexnet(name, width=WIDTH, seed=10)
     x = _input(net.arch.input_size, batch=4)

@@ -105,7 +105,7 @@ class PatchFeatureExtractor:
     # ------------------------------------------------------------------ public API
 
     def __call__(self, image) -> tuple[torch.Tensor, torch.Tensor]:
-        """features [K, D], boxes [K, 4] for one image (see cnnxfer.images.load_image)."""
+        """features [K, D], boxes [K, 4] for one image (see cnnxfer.features.load_image)."""
         (result,) = self.extract([image], on_error="raise")
         return result.features, result.boxes
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import reference
+from ..ops import compat, reference
 from . import engine
 from .architecture import CONV_LAYERS, FC_LAYERS, Architecture, architecture, default_preprocessing
 from .preprocessing import Preprocessing
@@ -157,15 +157,18 @@ class AlexNet(nn.Module):
         """The parameters as engine.run reads them (engine.prepare_weights), cached until a
         parameter changes (keyed by each tensor's version counter and storage). Under
         torch.compile nothing is cached: the compiler folds the casts itself."""
-        compiling = torch.compiler.is_compiling()
         key = (dtype, device, channels_last, packed_linear)
-        stamp = None if compiling else tuple((p.data_ptr(), p._version) for p in self.parameters())
+        stamp = None
+        if not torch.compiler.is_compiling():
+            stamp = tuple((p.data_ptr(), compat.tensor_version(p)) for p in self.parameters())
+        # no stamp while traced, nor where torch hides version counters: nothing to key on
+        cacheable = stamp is not None and None not in (version for _, version in stamp)
         cached = self._cast_cache.get(key)
-        if cached is not None and cached[0] == stamp and not compiling:
+        if cacheable and cached is not None and cached[0] == stamp:
             return cached[1]
         prepared = engine.prepare_weights(self.named_parameters(), dtype, device, channels_last,
                                           packed_linear)
-        if not compiling:
+        if cacheable:
             self._cast_cache = {k: v for k, v in self._cast_cache.items() if k[1] == device}
             self._cast_cache[key] = (stamp, prepared)
         return prepared

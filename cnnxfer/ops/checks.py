@@ -88,7 +88,8 @@ def extract_patches_args(images, size, mean, std, out_dtype) -> tuple:
                          f"{tuple(images.shape)}")
     if images.dtype not in IMAGE_DTYPES:
         raise TypeError(f"images must be uint8 or floating, got {images.dtype}")
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+    # a SymInt when torch.compile traces with dynamic shapes
+    if isinstance(size, bool) or not isinstance(size, (int, torch.SymInt)) or size <= 0:
         raise ValueError(f"size must be a positive int, got {size!r}")
     if out_dtype is not None and out_dtype not in FLOAT_DTYPES:
         raise TypeError(f"out_dtype must be float32, float64, bfloat16 or float16, got "

@@ -9,8 +9,8 @@ naming the API, so the loss is noticed rather than silently absorbed.
                                  fallback: the CPU flags in /proc/cpuinfo (Linux), else False
     packed_linear_available()    torch.ops.mkldnn._reorder_linear_weight / _linear_pointwise
     pack_linear_weight(), packed_linear(); fallback: addmm on a transposed view
-    op_has_kernel()              OpOverload.has_kernel_for_dispatch_key;
-                                 fallback: assume no kernel (callers then pick another backend)
+    tensor_version()             Tensor._version; fallback: None (the engine then caches no
+                                 cast weights, and recasts them on every call)
 """
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ PRIVATE_APIS = {
     "torch.cpu._is_amx_tile_supported": lambda: torch.cpu._is_amx_tile_supported,
     "torch.ops.mkldnn._reorder_linear_weight": lambda: torch.ops.mkldnn._reorder_linear_weight,
     "torch.ops.mkldnn._linear_pointwise": lambda: torch.ops.mkldnn._linear_pointwise,
-    "OpOverload.has_kernel_for_dispatch_key":
-        lambda: torch._ops.OpOverload.has_kernel_for_dispatch_key,
+    "torch.Tensor._version": lambda: torch.Tensor._version,
 }
 
 
@@ -87,11 +86,11 @@ def packed_linear(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tens
                                               "relu" if relu else "none", [], "")
 
 
-# ------------------------------------------------------------------ dispatcher queries
+# ------------------------------------------------------------------ tensor versions
 
-def op_has_kernel(overload: torch._ops.OpOverload, dispatch_key: str) -> bool:
-    """Whether `overload` (e.g. torch.ops.cnnxfer.relu_lrn_maxpool.default) has a kernel
-    registered for `dispatch_key` ("CUDA"). False when torch no longer offers the query."""
-    if not available("OpOverload.has_kernel_for_dispatch_key"):
-        return False
-    return bool(overload.has_kernel_for_dispatch_key(dispatch_key))
+def tensor_version(tensor: torch.Tensor) -> int | None:
+    """The version counter of `tensor`, bumped by every in-place edit (how the engine's weight
+    cache notices them); None when torch no longer exposes it: callers then cache nothing."""
+    if not available("torch.Tensor._version"):
+        return None
+    return tensor._version

@@ -45,23 +45,26 @@ def conv_block(
     Returns:
         [N, C_out, OH, OW] in x's dtype and memory format. The convolution runs in
         compute_dtype(x.dtype, x.device): fp32 for bf16 on CPUs without bf16 units and for fp16
-        on any CPU.
+        on any CPU. Under torch.autocast, autocast chooses the dtype, as it does for F.conv2d.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
         raise ValueError(f"weight must be a 4-d [C_out, C_in/groups, KH, KW] tensor, got "
                          f"{getattr(weight, 'shape', type(weight).__name__)}")
+    # Under autocast, autocast picks the convolution's dtype (and mixes input dtypes), as for
+    # F.conv2d; otherwise conv_block does, by the compute-dtype rule.
+    autocast = torch.is_autocast_enabled(x.device.type)
     for name, tensor in (("weight", weight), ("bias", bias)):
         if tensor is None:
             continue
         if tensor.device != x.device:
             raise ValueError(f"{name} is on {tensor.device} but x is on {x.device}; "
                              f"expected one device")
-        if tensor.dtype != x.dtype:
+        if tensor.dtype != x.dtype and not autocast:
             raise TypeError(f"{name} is {tensor.dtype} but x is {x.dtype}; expected one dtype")
     out_dtype = x.dtype
-    dtype = compute_dtype(out_dtype, x.device)
+    dtype = out_dtype if autocast else compute_dtype(out_dtype, x.device)
     if dtype != out_dtype:  # emulated bf16 / fp16 convolutions: compute in fp32, store as asked
         x, weight = x.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
@@ -77,4 +80,4 @@ def conv_block(
                              kernel_size=pool.kernel_size, stride=pool.stride,
                              padding=pool.padding, ceil_mode=pool.ceil_mode, order=order,
                              backend=backend)
-    return y if y.dtype == out_dtype else y.to(out_dtype)
+    return y if y.dtype == out_dtype or autocast else y.to(out_dtype)

@@ -8,9 +8,9 @@ why and how to fix it, instead of a later "operator cnnxfer::... does not exist"
 """
 from __future__ import annotations
 
-import torch
+import threading
 
-from . import compat
+import torch
 
 _REBUILD = (
     "Rebuild it against the torch you run: `pip install --no-build-isolation -e .` in the cnnxfer "
@@ -18,6 +18,7 @@ _REBUILD = (
 )
 
 _loaded = False
+_lock = threading.Lock()
 
 
 class ExtensionError(ImportError):
@@ -25,12 +26,34 @@ class ExtensionError(ImportError):
 
 
 def load() -> None:
-    """Loads the compiled ops once; later calls return at once. Raises ExtensionError when the
-    library is missing or was built against another torch. Under torch.compile the imports run
-    at trace time (dynamo executes import statements), so a compiled first call works too."""
+    """Loads the compiled ops and their Python registrations once; later calls return at once.
+
+    Raises ExtensionError when the library is missing or was built against another torch. Under
+    torch.compile a first call works too: dynamo runs import statements at trace time (and a lock
+    cannot be traced, nor is one needed while tracing)."""
+    if _loaded:
+        return
+    if torch.compiler.is_compiling():
+        _load()
+    else:
+        with _lock:
+            _load()
+
+
+def _load() -> None:
     global _loaded
     if _loaded:
         return
+    compiled()
+    # Importing it registers the fake kernels and autograd formulas of the ops just defined.
+    from cnnxfer.ops import registrations  # noqa: F401
+
+    _loaded = True  # only now: a failed registration is retried by the next call
+
+
+def compiled():
+    """The compiled library's module (cnnxfer._C), importing it (and so defining the ops) if
+    needed, after checking it was built for the running torch."""
     try:
         from cnnxfer import _C
     except ImportError as error:
@@ -45,15 +68,13 @@ def load() -> None:
             f"cnnxfer's compiled library was built against torch {built_for} but torch "
             f"{torch.__version__} is running; its C++ ABI may differ. {_REBUILD}"
         )
-    _loaded = True  # the ops exist: registrations (which calls load() first) may attach to them
-    # Importing it registers the fake kernels and autograd formulas of the ops just defined.
-    from cnnxfer.ops import registrations  # noqa: F401
+    return _C
 
 
-def has_native_kernel(op: str, device: torch.device) -> bool:
-    """Whether the compiled op `op` (e.g. "relu_lrn_maxpool") has a kernel for `device` in this
-    build: always on the CPU, on GPUs only in CUDA builds. Loads the library."""
+def has_native_kernel(device: torch.device) -> bool:
+    """Whether the compiled ops have kernels for `device` in this build: always on the CPU, on
+    GPUs only in CUDA builds. Loads the library."""
     load()
     if device.type == "cpu":
         return True
-    return compat.op_has_kernel(getattr(torch.ops.cnnxfer, op).default, device.type.upper())
+    return device.type == "cuda" and bool(compiled().cuda_kernels)

@@ -62,7 +62,7 @@ def _kernel(x: torch.Tensor, backend: str) -> Callable:
     if backend == "auto":
         # Neither GPU kernel has been timed against the other yet: CUDA first is a default, not
         # a measurement.
-        backend = "native" if library.has_native_kernel("relu_lrn_maxpool", x.device) else "triton"
+        backend = "native" if library.has_native_kernel(x.device) else "triton"
     if backend == "native":
         library.load()
         return torch.ops.cnnxfer.relu_lrn_maxpool

@@ -61,8 +61,7 @@ def extract_patches(
                                          *options).to(images.device)
     args = (table.to(images.device), size, mean, std, out_dtype, *options)
     if backend == "auto":
-        native = library.has_native_kernel("extract_patches", images.device)
-        backend = "native" if native else "triton"
+        backend = "native" if library.has_native_kernel(images.device) else "triton"
     if backend == "triton":
         from cnnxfer.kernels import patches  # noqa: F401  (registers the op)
 

@@ -1,5 +1,6 @@
 // CUDA kernel of cnnxfer::extract_patches: crop, bilinear resize (optionally antialiased),
-// normalize and cast one patch per box, in one pass. Meaning: cnnxfer/reference.py extract_patches.
+// normalize and cast one patch per box, in one pass. Meaning: cnnxfer/ops/reference.py
+// extract_patches.
 //
 // Work split: a block task is `tile_rows` output rows x `tile_cols` output columns x all channels
 // of one box (usually whole rows: tile_cols = size up to 256). Taps vary along one axis only, so
