@@ -80,6 +80,33 @@ def load_features(path: str | os.PathLike) -> tuple[list[ImageFeatures], dict]:
     return results, header
 
 
+def read_header(path: str | os.PathLike) -> dict:
+    """The JSON header of a features file, without reading its tensors (safetensors only;
+    .npz files are read whole)."""
+    path = check_path(path)
+    if path.suffix.lower() != ".safetensors":
+        return load_features(path)[1]
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        header = (handle.metadata() or {}).get(_HEADER_KEY)
+    if header is None:
+        raise ValueError(f"{str(path)!r} is not a cnnxfer features file (no header)")
+    return json.loads(header)
+
+
+def load_boxes(path: str | os.PathLike) -> list[torch.Tensor]:
+    """The boxes [K_i, 4] int64 of every image in a features file, without its features."""
+    path = check_path(path)
+    if path.suffix.lower() != ".safetensors":
+        return [r.boxes for r in load_features(path)[0]]
+    from safetensors import safe_open
+
+    header = read_header(path)
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        return [handle.get_tensor(f"boxes/{i}") for i in range(len(header["sources"]))]
+
+
 def per_image_paths(sources: list[str], folder: str | os.PathLike) -> dict[str, Path]:
     """One `<stem>.safetensors` in `folder` per source (`<stem>-1`, `-2`, ... where stems
     repeat), the same for the same list every time, so a rerun finds what an earlier one wrote."""
@@ -102,8 +129,10 @@ def already_written(path: Path, source: str, header: dict) -> bool:
     if not path.is_file():
         return False
     try:
-        results, stored = load_features(path)
+        # The header alone (safetensors checks that the file holds every byte it declares, so
+        # a half-written file fails here): a dataset's features are not read just to skip them.
+        stored = read_header(path)
     except Exception:  # a half-written or foreign file: extract again and overwrite it
         return False
-    return ([r.source for r in results] == [source]
+    return (stored.get("sources") == [source]
             and all(stored.get(key) == value for key, value in header.items()))

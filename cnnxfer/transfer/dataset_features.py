@@ -1,0 +1,112 @@
+"""Patch features of a dataset's images, one file per image in a folder, computed only where
+missing: the fast path of training (the network runs once per image, not once per epoch).
+
+The folder is the one `cnnxfer extract IMAGES... -o FOLDER` writes (`<stem>.safetensors` per
+image, with its boxes and a header naming the layer, weights and dtype), so features extracted
+beforehand are picked up; a file made with other settings is computed again.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..features import PatchFeatureExtractor
+from ..features import files as feature_files
+from ..features.grids import PAPER_SCALES, paper_grid
+
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """How features are computed: the layer (fc7, or conv5/fc6 to fine-tune FC6 and FC7), the
+    dtype and device of the network, and the grid's scales (the paper's nine by default)."""
+
+    layer: str = "fc7"
+    dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+    scales: tuple[float, ...] = PAPER_SCALES
+
+    def header(self, weights: str) -> dict:
+        """The header fields a stored file must match to be reused (those `cnnxfer extract`
+        writes; the grid only when it is not the paper's, which extract always uses)."""
+        header = {"layer": self.layer, "weights": weights, "dtype": DTYPE_NAMES[self.dtype],
+                  "conv_pooling": "flatten"}
+        if tuple(self.scales) != PAPER_SCALES:
+            header["grid"] = list(self.scales)
+        return header
+
+
+@dataclass
+class FeatureFiles:
+    """Where each image's features are (by image path), the images that could not be read
+    (path -> error), and the time spent computing the missing ones."""
+
+    paths: dict[str, Path]
+    skipped: dict[str, str] = field(default_factory=dict)
+    computed: int = 0
+    seconds: float = 0.0
+
+
+def ensure_features(images: Sequence[str | os.PathLike], folder: str | os.PathLike, *,
+                    settings: FeatureSettings = FeatureSettings(), net=None,
+                    weights: str | None = None, progress: bool = True) -> FeatureFiles:
+    """The features file of every image in `folder`, computing those that are missing.
+
+    Args:
+        images: image paths; each one's file is folder/<stem>.safetensors (features.files.
+            per_image_paths).
+        settings: layer, dtype, device and grid of the features.
+        net, weights: the network (cnnxfer.nets.AlexNet) and the name of its weights file. A file
+            is reused when its header matches settings.header(weights). Without a network,
+            existing files of the right layer are used as they are, and a missing one is an error.
+    Returns FeatureFiles; an image that cannot be decoded is reported on stderr, listed in
+    `skipped` and left out of `paths` (the others go on).
+    """
+    from tqdm import tqdm
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = [str(image) for image in images]
+    paths = feature_files.per_image_paths(sources, folder)
+    header = settings.header(weights or "") if net is not None else {"layer": settings.layer}
+    missing = [s for s in sources if not feature_files.already_written(paths[s], s, header)]
+    result = FeatureFiles({s: paths[s] for s in sources if s not in set(missing)})
+    if not missing:
+        return result
+    if net is None:
+        raise FileNotFoundError(
+            f"features of layer {settings.layer} are missing in {str(folder)!r} for "
+            f"{len(missing)} of {len(sources)} images (first: {missing[0]!r}); give the "
+            f"network's weights (--weights) to compute them")
+    grid = (paper_grid if tuple(settings.scales) == PAPER_SCALES
+            else functools.partial(paper_grid, scales=settings.scales))
+    extractor = PatchFeatureExtractor(net, layer=settings.layer, grid=grid,
+                                      device=settings.device, dtype=settings.dtype)
+    bar = tqdm(total=len(missing), unit="image", desc="features", disable=not progress)
+
+    def report(source: str, error: Exception) -> None:
+        result.skipped[source] = str(error)
+        bar.update(1)
+        tqdm.write(f"cnnxfer: skipped {source}: {error}", file=sys.stderr)
+
+    start = time.perf_counter()
+    try:
+        for features in extractor.extract(missing, on_error=report):
+            feature_files.save_features(paths[features.source], [features], **header)
+            result.paths[features.source] = paths[features.source]
+            result.computed += 1
+            bar.update(1)
+    finally:
+        bar.close()
+        result.seconds = time.perf_counter() - start
+    # back in the callers' order
+    result.paths = {s: result.paths[s] for s in sources if s in result.paths}
+    return result

@@ -1,0 +1,141 @@
+"""Labelled patch features, streamed from disk in bounded memory.
+
+Training reads the features that `cnnxfer extract -o FOLDER` writes, one file per image. Only the
+labelled patches are used (label >= 0: about one in eight of the paper's grid, most background
+patches being dropped by the labelling rule), so they are first copied, once, into shards: files
+of at most `shard_bytes` of features each, in a shuffled image order. An epoch then reads each
+shard once, in a fresh order, and shuffles its rows; memory holds one image's features while the
+shards are written and one shard while training, whatever the dataset's size (VOC2007 trainval:
+5011 images, ~2.5M patches, 40 GB of fp32 FC7; its labelled patches fit in ~5 GB of shards).
+
+Shard layout (safetensors): "features" [n, D] in the dtype the features were extracted in,
+"labels" [n] int64 (0..C-1 a class, C the background).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..features.files import load_features
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One image's feature file and the labels of its patches, in the file's patch order
+    (-1: left out of training)."""
+
+    features_path: Path
+    labels: torch.Tensor
+
+
+@dataclass
+class Shards:
+    """Shard files and what training needs to know about them without opening them."""
+
+    paths: list[Path]
+    rows: list[int]
+    feature_size: int
+    class_counts: list[int]  # per label value 0..C (C: the background)
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows)
+
+    def to_dict(self) -> dict:
+        return {"paths": [p.name for p in self.paths], "rows": self.rows,
+                "feature_size": self.feature_size, "class_counts": self.class_counts}
+
+    @classmethod
+    def from_dict(cls, folder: Path, data: dict) -> Shards:
+        return cls([folder / name for name in data["paths"]], data["rows"],
+                   data["feature_size"], data["class_counts"])
+
+
+def write_shards(images: Sequence[LabelledImage], folder: str | os.PathLike, *, prefix: str,
+                 num_labels: int, shard_bytes: int = 256 << 20, seed: int = 0,
+                 on_image: Callable[[], None] | None = None) -> Shards:
+    """Copies the labelled patches of `images` into shards `folder/{prefix}-00000.safetensors`...
+
+    Images are taken in an order shuffled by `seed` so that each shard mixes many images.
+    num_labels: C + 1 (the labels' range). on_image: called after each image (progress bars).
+    Returns the shards' description (also written as folder/{prefix}.json).
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed)).tolist()
+    paths, rows, counts = [], [], torch.zeros(num_labels, dtype=torch.int64)
+    pending_x, pending_y, pending_bytes, feature_size = [], [], 0, None
+
+    def flush() -> None:
+        nonlocal pending_x, pending_y, pending_bytes
+        if not pending_x:
+            return
+        path = folder / f"{prefix}-{len(paths):05d}.safetensors"
+        x, y = torch.cat(pending_x), torch.cat(pending_y)
+        save_file({"features": x.contiguous(), "labels": y.contiguous()}, str(path))
+        paths.append(path)
+        rows.append(int(y.numel()))
+        pending_x, pending_y, pending_bytes = [], [], 0
+
+    for index in order:
+        image = images[index]
+        keep = image.labels >= 0
+        if bool(keep.any()):
+            (result,), _ = load_features(image.features_path)
+            features = result.features
+            if features.shape[0] != image.labels.shape[0]:
+                raise ValueError(f"{str(image.features_path)!r} holds {features.shape[0]} "
+                                 f"patches but {image.labels.shape[0]} labels were given")
+            if feature_size is None:
+                feature_size = int(features.shape[1])
+            elif features.shape[1] != feature_size:
+                raise ValueError(f"{str(image.features_path)!r} holds {features.shape[1]}-long "
+                                 f"features, the files before it {feature_size}-long")
+            labels = image.labels[keep].to(torch.int64)
+            if int(labels.max()) >= num_labels:
+                raise ValueError(f"labels of {str(image.features_path)!r} go up to "
+                                 f"{int(labels.max())}, expected < {num_labels}")
+            pending_x.append(features[keep].clone())
+            pending_y.append(labels)
+            counts += torch.bincount(labels, minlength=num_labels)
+            pending_bytes += pending_x[-1].numel() * pending_x[-1].element_size()
+            if pending_bytes >= shard_bytes:
+                flush()
+        if on_image is not None:
+            on_image()
+    flush()
+    shards = Shards(paths, rows, feature_size or 0, counts.tolist())
+    (folder / f"{prefix}.json").write_text(json.dumps(shards.to_dict()))
+    return shards
+
+
+def read_shard(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features [n, D], labels [n] int64) of one shard."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    return tensors["features"], tensors["labels"]
+
+
+def batches(shards: Shards, batch_size: int, *, seed: int | None = None
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(features [B, D], labels [B]) over every row of the shards once. With a seed, the shard
+    order and the rows within each shard are shuffled (the same seed, the same order); without,
+    rows come in file order (evaluation). The last batch of each shard may be smaller."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    order = (torch.randperm(len(shards.paths), generator=generator).tolist()
+             if generator is not None else range(len(shards.paths)))
+    for index in order:
+        x, y = read_shard(shards.paths[index])
+        if generator is not None:
+            perm = torch.randperm(y.numel(), generator=generator)
+            x, y = x[perm], y[perm]
+        for start in range(0, y.numel(), batch_size):
+            yield x[start:start + batch_size], y[start:start + batch_size]
