@@ -2,7 +2,8 @@
 kept as aliases for one release: `import cnnxfer.patches` still works and gives
 cnnxfer.features.grids, with a DeprecationWarning that names the new path. They go in 0.3.
 
-`cnnxfer.weights` is not deprecated: it is the documented short path to cnnxfer.nets.weights.
+`cnnxfer.weights` and `cnnxfer.voc` are not deprecated: they are the documented short paths to
+cnnxfer.nets.weights and cnnxfer.data.voc.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ MOVED = {
     "cnnxfer.onnx_import": "cnnxfer.nets.onnx_import",
 }
 # short paths that stay
-ALIASES = {"cnnxfer.weights": "cnnxfer.nets.weights"}
+ALIASES = {"cnnxfer.weights": "cnnxfer.nets.weights", "cnnxfer.voc": "cnnxfer.data.voc"}
 
 
 class _AliasLoader(importlib.abc.Loader):

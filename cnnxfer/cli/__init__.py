@@ -5,6 +5,10 @@ run(args) -> exit status.
     cnnxfer info W
     cnnxfer convert IN OUT.safetensors
     cnnxfer demo [--dtype float32|bfloat16] [--no-pipeline] [--width 1.0] [--compile] ...
+    cnnxfer train --voc ROOT --split trainval --features DIR --out HEAD.safetensors [--weights W]
+    cnnxfer eval --voc ROOT --split test --features DIR --head HEAD.safetensors --out DIR
+    cnnxfer localize --head HEAD.safetensors --weights W IMAGES... --out DIR
+    cnnxfer voc --root ROOT --weights W --out DIR [--task main|action] ...
 """
 from __future__ import annotations
 
@@ -12,9 +16,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import convert, demo, extract, info
+from . import convert, demo, extract, info, localize, train, voc
+from . import eval as evaluate
 
-SUBCOMMANDS = (demo, extract, info, convert)
+SUBCOMMANDS = (demo, extract, info, convert, train, evaluate, localize, voc)
 
 
 def build_parser() -> argparse.ArgumentParser:

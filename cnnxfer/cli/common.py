@@ -20,3 +20,103 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type of a rate or factor: a clear usage error for 0, negatives and non-numbers."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type of a share in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
+def scales(text: str) -> tuple[float, ...]:
+    """argparse type of the grid's scales: comma-separated λ's, each >= 1."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers >= 1 (e.g. 1,1.3,1.6), got {text!r}") from None
+    if not values or any(not v >= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected scales >= 1, got {text!r}")
+    return values
+
+
+def add_dataset_options(parser, *, classes: bool = True) -> None:
+    """--task and --classes: which samples and label columns of a VOC tree."""
+    parser.add_argument("--task", choices=("main", "action"), default="main",
+                        help="main: classify images; action: classify persons (main)")
+    if not classes:
+        return
+    parser.add_argument("--classes", type=lambda t: tuple(c for c in t.split(",") if c),
+                        help="comma-separated class names (default: from the tree's "
+                             "ImageSets files, else its annotations)")
+
+
+def add_feature_options(parser) -> None:
+    """How features are computed when missing: layer, grid, dtype, device."""
+    parser.add_argument("--layer", default="fc7",
+                        help="features' layer: fc7, or conv5/fc6 with --finetune (fc7)")
+    parser.add_argument("--scales", type=scales, default=None,
+                        help="the grid's scales, comma-separated (default: the paper's nine)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def feature_settings(args):
+    from ..transfer import FeatureSettings
+
+    settings = FeatureSettings(layer=args.layer, dtype=DTYPES[args.dtype], device=args.device)
+    if args.scales is not None:
+        settings = FeatureSettings(layer=args.layer, dtype=DTYPES[args.dtype],
+                                   device=args.device, scales=args.scales)
+    return settings
+
+
+def add_training_options(parser) -> None:
+    """The adaptation layers' training settings (cnnxfer.transfer.TrainConfig)."""
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=positive_int, default=10)
+    group.add_argument("--batch-size", type=positive_int, default=256)
+    group.add_argument("--lr", type=positive_float, default=0.01, help="initial learning rate")
+    group.add_argument("--momentum", type=fraction, default=0.9)
+    group.add_argument("--weight-decay", type=float, default=5e-4)
+    group.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
+    group.add_argument("--balance", choices=("loss", "none"), default="loss",
+                       help="class-weighted loss (the background dominates) or none")
+    group.add_argument("--validation", type=fraction, default=0.1,
+                       help="share of the images held out for early stopping (0.1)")
+    group.add_argument("--patience", type=positive_int, default=3)
+    group.add_argument("--hidden", type=positive_int, default=2048, help="FCa's width (2048)")
+    group.add_argument("--background-fraction", type=fraction, default=0.1,
+                       help="share of background patches kept for training (0.1)")
+    group.add_argument("--finetune", action="store_true",
+                       help="also train FC6 and FC7 (needs --layer conv5 or fc6 features)")
+    group.add_argument("--seed", type=int, default=0)
+
+
+def training_settings(args):
+    from ..transfer import LabelSettings, TrainConfig
+
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         momentum=args.momentum, weight_decay=args.weight_decay,
+                         schedule=args.schedule, balance=args.balance,
+                         validation_fraction=args.validation,
+                         patience=args.patience, hidden=args.hidden, seed=args.seed,
+                         device=args.device)
+    return config, LabelSettings(background_fraction=args.background_fraction, seed=args.seed)

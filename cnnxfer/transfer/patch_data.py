@@ -5,7 +5,8 @@ labelled patches are used (label >= 0: about one in eight of the paper's grid, m
 patches being dropped by the labelling rule), so they are first copied, once, into shards: files
 of at most `shard_bytes` of features each, in a shuffled image order. An epoch then reads each
 shard once, in a fresh order, and shuffles its rows; memory holds one image's features while the
-shards are written and one shard while training, whatever the dataset's size (VOC2007 trainval:
+shards are written and two shards while training (one in use, the next being read), whatever
+the dataset's size (VOC2007 trainval:
 5011 images, ~2.5M patches, 40 GB of fp32 FC7; its labelled patches fit in ~5 GB of shards).
 
 Shard layout (safetensors): "features" [n, D] in the dtype the features were extracted in,
@@ -116,11 +117,47 @@ def write_shards(images: Sequence[LabelledImage], folder: str | os.PathLike, *, 
     return shards
 
 
-def read_shard(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features [n, D], labels [n] int64) of one shard."""
-    from safetensors.torch import load_file
+# safetensors dtype names of the tensors a shard holds
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
+                       "I64": torch.int64}
 
-    tensors = load_file(str(path))
+
+def read_shard(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features [n, D], labels [n] int64) of one shard.
+
+    The file is read with one sequential read into one buffer, and the tensors are views of
+    it. safetensors' own loader maps the file and faults it in page by page, which on a cold
+    page cache reads at a third of the disk's sequential speed, and its load-from-bytes copies
+    every tensor once more (benches/bench_transfer.py measures both). The format is the
+    documented safetensors layout: an 8-byte little-endian header length, a JSON header
+    {name: {"dtype", "shape", "data_offsets": [begin, end]}} and the data, offsets counted from
+    the end of the header; shards are written by safetensors itself (write_shards)."""
+    import json
+    import struct
+
+    size = path.stat().st_size
+    buffer = bytearray(size)
+    with open(path, "rb", buffering=0) as handle:
+        view, done = memoryview(buffer), 0
+        while done < size:
+            count = handle.readinto(view[done:])
+            if not count:
+                raise ValueError(f"{str(path)!r} ended after {done} of {size} bytes")
+            done += count
+    (header_length,) = struct.unpack_from("<Q", buffer, 0)
+    header = json.loads(bytes(buffer[8:8 + header_length]))
+    start = 8 + header_length
+    tensors = {}
+    for name in ("features", "labels"):
+        entry = header.get(name)
+        if entry is None or entry["dtype"] not in _SAFETENSORS_DTYPES:
+            raise ValueError(f"{str(path)!r} is not a cnnxfer shard (no {name!r} tensor of a "
+                             f"known dtype)")
+        dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
+        begin, end = entry["data_offsets"]
+        count = (end - begin) // torch.empty((), dtype=dtype).element_size()
+        flat = torch.frombuffer(buffer, dtype=dtype, count=count, offset=start + begin)
+        tensors[name] = flat.reshape(entry["shape"])
     return tensors["features"], tensors["labels"]
 
 
@@ -129,13 +166,26 @@ def batches(shards: Shards, batch_size: int, *, seed: int | None = None
     """(features [B, D], labels [B]) over every row of the shards once. With a seed, the shard
     order and the rows within each shard are shuffled (the same seed, the same order); without,
     rows come in file order (evaluation). The last batch of each shard may be smaller."""
+    from concurrent.futures import ThreadPoolExecutor
+
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     order = (torch.randperm(len(shards.paths), generator=generator).tolist()
-             if generator is not None else range(len(shards.paths)))
-    for index in order:
-        x, y = read_shard(shards.paths[index])
-        if generator is not None:
-            perm = torch.randperm(y.numel(), generator=generator)
-            x, y = x[perm], y[perm]
-        for start in range(0, y.numel(), batch_size):
-            yield x[start:start + batch_size], y[start:start + batch_size]
+             if generator is not None else list(range(len(shards.paths))))
+    if not order:
+        return
+    # The next shard is read in a thread while this one's batches are used: reading (I/O,
+    # which releases the GIL) overlaps training, at the cost of holding two shards.
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(read_shard, shards.paths[order[0]])
+        for position in range(len(order)):
+            x, y = pending.result()
+            if position + 1 < len(order):
+                pending = reader.submit(read_shard, shards.paths[order[position + 1]])
+            perm = (torch.randperm(y.numel(), generator=generator)
+                    if generator is not None else None)
+            for start in range(0, y.numel(), batch_size):
+                if perm is None:
+                    yield x[start:start + batch_size], y[start:start + batch_size]
+                else:
+                    rows = perm[start:start + batch_size]
+                    yield x[rows], y[rows]

@@ -192,6 +192,18 @@ def evaluate_loss(head: AdaptationHead, shards: Shards, weights: torch.Tensor,
     return total / norm if norm > 0 else float("nan")
 
 
+def training_step(head: AdaptationHead, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                  y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """One SGD step on a batch (x [B, D] features, y [B] labels) with the class-weighted
+    cross-entropy; returns the batch's loss (detached)."""
+    w = weights[y]
+    loss = (F.cross_entropy(head(x), y, reduction="none") * w).sum() / w.sum()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def train_head(images: Sequence[LabelledImage], classes: Sequence[str], *, in_features: int,
                workdir: str | os.PathLike, config: TrainConfig = TrainConfig(),
                layer: str = "fc7", network: str = "",
@@ -256,13 +268,9 @@ def train_head(images: Sequence[LabelledImage], classes: Sequence[str], *, in_fe
                    disable=not progress, leave=False)
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            w = weights[y]
-            loss = (F.cross_entropy(head(x), y, reduction="none") * w).sum() / w.sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = training_step(head, optimizer, x, y, weights)
             schedule.step()
-            total += float(loss.detach()) * len(y)
+            total += float(loss) * len(y)
             norm += len(y)
             bar.set_postfix(loss=f"{total / norm:.4f}")
         bar.close()
