@@ -3,11 +3,13 @@
 Cases, each timed in the same run as its floor:
   head step      one SGD step of cnnxfer's training loop (transfer.training.training_step:
                  FCa 4096->2048 + ReLU + dropout, FCb 2048->21, class-weighted cross-entropy,
-                 backward, SGD with momentum and weight decay) on a batch of fp32 FC7 features.
+                 backward, fused SGD with momentum and weight decay) on a batch of fp32 FC7
+                 features.
                  floor: the step's two big GEMMs alone (FCa's forward [B,4096]x[4096,2048] and
                  its weight gradient [2048,B]x[B,4096]) on preallocated outputs: the machine's
                  GEMM rate for those shapes. eager / compile: the same head as a plain
-                 nn.Sequential with torch.optim.SGD, eager and under torch.compile.
+                 nn.Sequential with torch.optim.SGD's default implementation, eager and under
+                 torch.compile.
   shard read     one epoch's reading of the training shards (transfer.patch_data.batches) from
                  a cold page cache (the files are evicted with posix_fadvise before each round).
                  floor: a sequential read of the same files, evicted the same way, into one
@@ -24,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnxfer.transfer import AdaptationHead
+from cnnxfer.transfer import AdaptationHead, TrainConfig
 from cnnxfer.transfer.patch_data import Shards, batches
-from cnnxfer.transfer.training import class_weights, training_step
+from cnnxfer.transfer.training import class_weights, make_optimizer, training_step
 
 D, HIDDEN, CLASSES = 4096, 2048, 20
 BATCHES = (256, 1024)
@@ -48,9 +50,8 @@ def test_head_step(benchmark, record, note, batch, provider):
     if provider == "cnnxfer":
         torch.manual_seed(0)
         head = AdaptationHead(D, [f"c{i}" for i in range(CLASSES)], hidden=HIDDEN)
-        optimizer = torch.optim.SGD(head.parameters(), lr=0.01, momentum=0.9,
-                                    weight_decay=5e-4)
         head.train()
+        optimizer = make_optimizer(head.parameters(), TrainConfig())
         fn = lambda: training_step(head, optimizer, x, y, weights)
         flops = 2 * 2 * batch * D * HIDDEN  # the two big GEMMs
         record(case, provider, benchmark, fn)
@@ -73,8 +74,7 @@ def test_head_step(benchmark, record, note, batch, provider):
     forward = torch.compile(model) if provider == "compile" else model
 
     def fn():
-        w = weights[y]
-        loss = (F.cross_entropy(forward(x), y, reduction="none") * w).sum() / w.sum()
+        loss = F.cross_entropy(forward(x), y, weight=weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
