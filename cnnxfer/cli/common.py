@@ -44,6 +44,25 @@ def fraction(text: str) -> float:
     return value
 
 
+def held_out_share(text: str) -> float:
+    """argparse type of the share of images held out: in [0, 1) (some must be left to train)."""
+    value = fraction(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of a count that may be 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {value}")
+    return value
+
+
 def scales(text: str) -> tuple[float, ...]:
     """argparse type of the grid's scales: comma-separated λ's, each >= 1."""
     try:
@@ -99,7 +118,7 @@ def add_training_options(parser) -> None:
     group.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
     group.add_argument("--balance", choices=("loss", "none"), default="loss",
                        help="class-weighted loss (the background dominates) or none")
-    group.add_argument("--validation", type=fraction, default=0.1,
+    group.add_argument("--validation", type=held_out_share, default=0.1,
                        help="share of the images held out for early stopping (0.1)")
     group.add_argument("--patience", type=positive_int, default=3)
     group.add_argument("--hidden", type=positive_int, default=2048, help="FCa's width (2048)")

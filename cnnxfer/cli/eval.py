@@ -7,18 +7,16 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import DTYPES, positive_float
+from .common import DTYPES, non_negative_int, positive_float
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import load_split
     from ..nets import weights as weight_files
     from ..transfer import AdaptationHead, FeatureSettings, ensure_features, evaluate_split
-    from ..transfer.recipe import _json_safe, report
+    from ..transfer.recipe import _json_safe, load_task_split, report
 
     head = AdaptationHead.load(args.head)
-    split = load_split(args.voc, args.split, task=args.task, classes=head.classes,
-                       on_error="skip")
+    split = load_task_split(args.voc, args.split, task=args.task, classes=head.classes)
     net = weight_files.load(args.weights) if args.weights else None
     settings = FeatureSettings(layer=head.layer, dtype=DTYPES[args.dtype], device=args.device)
     if args.scales is not None:
@@ -57,7 +55,8 @@ def add_parser(commands) -> None:
                              "in the folder's name, else voc07")
     parser.add_argument("-k", type=positive_float, default=5.0,
                         help="image score = mean over patches of y^k (5)")
-    parser.add_argument("--maps", type=int, default=4, help="images to draw maps for (4)")
+    parser.add_argument("--maps", type=non_negative_int, default=4,
+                        help="images to draw maps for (4)")
     parser.add_argument("--scales", type=scales, default=None,
                         help="the grid's scales for missing features (the paper's nine)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")

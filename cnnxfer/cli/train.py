@@ -11,9 +11,9 @@ from .common import add_dataset_options, add_feature_options, add_training_optio
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import load_split
     from ..nets import weights as weight_files
     from ..transfer import ensure_features, train_on_split
+    from ..transfer.recipe import load_task_split
     from .common import feature_settings, training_settings
 
     out = Path(args.out)
@@ -21,8 +21,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must end in .safetensors, got {str(out)!r}")
     if not out.parent.exists():
         raise FileNotFoundError(f"--out's folder does not exist: {str(out.parent)!r}")
-    split = load_split(args.voc, args.split, task=args.task, classes=args.classes,
-                       on_error="skip")
+    split = load_task_split(args.voc, args.split, task=args.task, classes=args.classes)
     settings, (config, labels) = feature_settings(args), training_settings(args)
     net = weight_files.load(args.weights) if args.weights else None
     features = ensure_features([image.path for image in split.images], args.features,

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_dataset_options, add_feature_options, add_training_options, positive_float
+from .common import (
+    add_dataset_options,
+    add_feature_options,
+    add_training_options,
+    non_negative_int,
+    positive_float,
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +50,8 @@ def add_parser(commands) -> None:
                              "in the folder's name, else voc07")
     parser.add_argument("-k", type=positive_float, default=5.0,
                         help="image score = mean over patches of y^k (5)")
-    parser.add_argument("--maps", type=int, default=4, help="test images to draw maps for (4)")
+    parser.add_argument("--maps", type=non_negative_int, default=4,
+                        help="test images to draw maps for (4)")
     add_dataset_options(parser)
     add_feature_options(parser)
     add_training_options(parser)

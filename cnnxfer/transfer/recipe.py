@@ -41,6 +41,35 @@ def default_metric(root: str | Path) -> str:
     return "area" if years and years[-1] >= 2010 else "voc07"
 
 
+def load_task_split(root: str | Path, split: str, *, task: str = "main", classes=None,
+                    check: bool = True) -> VOCSplit:
+    """A split as the recipe reads it: load_split(on_error="skip"), so that a bad image is
+    reported and left out rather than ending a long run.
+
+    classes: the label columns (a subset of the tree's, or a head's). Objects of other classes
+    are left out of the labels (the images are negatives of the classes given), not a reason to
+    skip the image. With `check`, a class that no label file and no annotation of the split
+    names is an error (a misspelt class, a head of another tree); run_voc's test split, which
+    takes the training split's classes, skips the check (a class may have no test object).
+    """
+    loaded = load_split(root, split, task=task, classes=classes, on_error="skip",
+                        ignore_unknown=classes is not None)
+    if classes is None or not check:
+        return loaded
+    suffix = f"_{split}.txt"  # the devkit's label files, {class}_{split}.txt
+    folder = Path(root) / "ImageSets" / ("Main" if task == "main" else "Action")
+    known = {path.name[:-len(suffix)] for path in folder.glob(f"*{suffix}")}
+    for image in loaded.images:
+        for obj in image.objects:
+            known.update([obj.name] if task == "main" else obj.actions)
+    unknown = [c for c in classes if c not in known]
+    if unknown:
+        raise ValueError(f"class {unknown[0]!r} is not a class of split {split!r} of "
+                         f"{str(root)!r} (no label file or annotation names it; its classes: "
+                         f"{', '.join(sorted(known - {'other'})) or 'none'})")
+    return loaded
+
+
 @dataclass(frozen=True)
 class LabelSettings:
     """The labelling rule's free parameters: the share of background patches kept, the seed of
@@ -193,8 +222,8 @@ def run_voc(root: str | Path, weights: str | Path, out: str | Path, *, task: str
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    train = load_split(root, train_split, task=task, classes=classes, on_error="skip")
-    test = load_split(root, test_split, task=task, classes=train.classes, on_error="skip")
+    train = load_task_split(root, train_split, task=task, classes=classes)
+    test = load_task_split(root, test_split, task=task, classes=train.classes, check=False)
     net = weight_files.load(weights)
     network = str(weights)
     folder = Path(features_dir) if features_dir else out / "features"
