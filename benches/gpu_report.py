@@ -170,6 +170,8 @@ def _short(error: BaseException, limit: int = 220) -> str:
 def rel_err(out, ref) -> float:
     if isinstance(out, tuple):
         out = out[0]
+    if out.dim() == ref.dim() and out.shape[1:] == ref.shape[1:] and out.shape[0] > ref.shape[0]:
+        out = out[:ref.shape[0]]  # a reference of the first rows only (float64 is slow)
     if tuple(out.shape) != tuple(ref.shape):
         raise ValueError(f"shape {tuple(out.shape)} != reference {tuple(ref.shape)}")
     diff = out.detach().to(ref.device, torch.float64) - ref

@@ -29,11 +29,19 @@ def _max_nan(best, value):
 
 
 @triton.jit
-def _power(d, BETA: tl.constexpr):
-    # d^beta as the reference's pow: d^0 is 1 even for d = 0 or inf (exp2(0 * log2 d) is not)
+def _normalize(x, d, BETA: tl.constexpr):
+    # x / d^beta as the reference computes it. d^0 is 1 even for d = 0 or inf (exp2(0 * log2 d)
+    # is not). GPUs evaluate log2 and exp2 with subnormals flushed to zero, so a tiny d (k tiny
+    # or 0 and tiny activations) would become 0, and x / 0 inf or NaN where the reference has a
+    # finite value (seen on an H200). Below 2^-64, d is scaled by 2^64 and x by 2^(64 beta)
+    # instead: the same quotient with every term normal. x cannot overflow there: x^2 is one
+    # of the terms of d, so |x| <= sqrt(d * size / alpha).
     if BETA == 0.0:
-        return tl.full(d.shape, 1.0, d.dtype)
-    return tl.exp2(BETA * tl.log2(d))
+        return x
+    small = d < 5.421010862427522e-20  # 2^-64
+    scaled = tl.where(small, d * 18446744073709551616.0, d)
+    boost = tl.exp2(tl.where(small, 64.0 * BETA, 0.0))
+    return (x * boost) / tl.exp2(BETA * tl.log2(scaled))
 
 
 @triton.jit
@@ -82,7 +90,7 @@ def _relu_lrn_maxpool_kernel(
             sumsq += pooled * pooled
             if t == SIZE // 2:
                 pooled_center = pooled
-        result = pooled_center / _power(K + ALPHA_OVER_SIZE * sumsq, BETA)
+        result = _normalize(pooled_center, K + ALPHA_OVER_SIZE * sumsq, BETA)
     else:
         result = tl.full((BLOCK_C, BLOCK_W), neg_inf, ACC)
         for i in tl.static_range(KH):
@@ -102,7 +110,7 @@ def _relu_lrn_maxpool_kernel(
                     if RELU:
                         v = tl.where(v < 0, 0.0, v)
                     sumsq += v * v
-                normalized = center / _power(K + ALPHA_OVER_SIZE * sumsq, BETA)
+                normalized = _normalize(center, K + ALPHA_OVER_SIZE * sumsq, BETA)
                 result = _max_nan(result, tl.where(inside, normalized, neg_inf))
 
     tl.store(y_ptr + n.to(tl.int64) * ys_n + cs * ys_c + oh * ys_h + ows * ys_w,

@@ -7,7 +7,7 @@ import torch
 from cnnxfer import ops
 from cnnxfer.ops import reference
 
-from devices import TRITON_DEVICE, needs_triton
+from devices import TRITON_DEVICE, backend_device_params, needs_triton
 
 # Tolerances against the float64 reference on 0..255 data: float32 rounds the weights and sums.
 ATOL = {torch.float32: 2e-3, torch.float64: 1e-9, torch.bfloat16: 1.0, torch.float16: 0.13}
@@ -89,6 +89,29 @@ def test_normalization_dtype_layout_and_channel_order(out_dtype, channels_last, 
     precision = _precision(out_dtype, images)
     torch.testing.assert_close(out.double(), expected, rtol=RTOL[precision],
                                atol=ATOL[precision] / 50)
+
+
+GPU_BACKENDS = [p for p in backend_device_params() if p.values[1] == "cuda"]
+
+
+@pytest.mark.parametrize("backend,device", GPU_BACKENDS)
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gpu_kernels_match_reference(backend, device, out_dtype, channels_last):
+    """The CUDA and Triton kernels on GPU tensors, normalization and both layouts, against the
+    float64 reference computed on the CPU, and the reference backend itself on the GPU."""
+    images = _images((2, 3, 61, 47), layout="channels_last")
+    boxes = torch.cat([_random_boxes(11, images, seed=7), torch.tensor([[1, 0, 0, 47, 47]])])
+    kwargs = dict(size=33, mean=[123.7, 116.3, 103.5], std=[58.4, 57.1, 57.4],
+                  out_dtype=out_dtype, channels_last=channels_last)
+    out = ops.extract_patches(images.to(device), boxes, backend=backend, **kwargs)
+    assert out.device.type == "cuda" and out.dtype == out_dtype
+    expected = _expected(images, boxes, **kwargs)
+    torch.testing.assert_close(out.cpu().double(), expected, rtol=RTOL[out_dtype],
+                               atol=ATOL[out_dtype] / 50)
+    on_gpu = ops.extract_patches(images.to(device), boxes, backend="reference", **kwargs)
+    torch.testing.assert_close(on_gpu.cpu().double(), expected, rtol=RTOL[out_dtype],
+                               atol=ATOL[out_dtype] / 50)
 
 
 def test_identity_box_is_exact():

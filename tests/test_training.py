@@ -281,3 +281,17 @@ def test_training_errors(tmp_path):
                                   ("validation_fraction", 1.0, "validation_fraction must be")]:
         with pytest.raises(ValueError, match=message):
             TrainConfig(**{field: value})
+
+
+@pytest.mark.gpu
+def test_training_on_the_gpu_learns_the_same_signal(tmp_path):
+    train, _ = _planted(tmp_path / "train", 60)
+    test, truth = _planted(tmp_path / "test", 40, seed=1)
+    head, _ = train_head(train, CLASSES, in_features=32, workdir=tmp_path / "w",
+                         config=_config(device="cuda"), progress=False)
+    assert next(head.parameters()).device.type == "cpu"  # handed back on the CPU
+    features = [load_file(str(im.features_path))["features/0"] for im in test]
+    scores = torch.stack([image_scores(head.probabilities(x)[:, :3], k=5) for x in features])
+    for c in range(3):
+        labels = torch.where(torch.tensor(truth) == c, 1, -1)
+        assert average_precision(scores[:, c], labels) > 0.9

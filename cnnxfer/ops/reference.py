@@ -111,10 +111,10 @@ def extract_patches(
         if reverse_channels:
             patch = patch.flip(0)
         if mean is not None:
-            patch = patch - torch.tensor(mean, dtype=compute).view(-1, 1, 1)
+            patch = patch - torch.tensor(mean, dtype=compute, device=patch.device).view(-1, 1, 1)
         if std is not None:
-            patch = patch / torch.tensor(std, dtype=compute).view(-1, 1, 1)
+            patch = patch / torch.tensor(std, dtype=compute, device=patch.device).view(-1, 1, 1)
         patches.append(patch.to(out_dtype))
     out = (torch.stack(patches) if patches
-           else torch.empty((0, channels, size, size), dtype=out_dtype))
+           else torch.empty((0, channels, size, size), dtype=out_dtype, device=images.device))
     return out.contiguous(memory_format=torch.channels_last) if channels_last else out
