@@ -551,3 +551,29 @@ def test_voc_action_task(tree, tmp_path, capsys):
     assert not list(out.glob("comp2_*"))
     with capsys.disabled():
         print(f"\naction: mAP {results['map']}, AP {results['ap']}")
+
+
+@pytest.mark.slow
+def test_finetune_fc7_from_fc6_features(tree, tmp_path, capsys):
+    """--finetune trains a copy of fc7 too, from fc6 features (computed here), and eval runs
+    the whole trained stack on the test split."""
+    head = tmp_path / "head.safetensors"
+    features = tmp_path / "fc6"
+    assert main(["train", "--voc", str(tree.root), "--features", str(features), "--out",
+                 str(head), "--weights", str(tree.weights), "--layer", "fc6", "--finetune",
+                 "--quiet", *SCALES, *TRAINING]) == 0
+    tensors = load_file(str(head))
+    assert tensors["trunk.0.weight"].shape == (1024, 1024)  # fc7 of the width-0.25 network
+    assert tensors["fca.weight"].shape == (128, 1024)
+    capsys.readouterr()
+    out = tmp_path / "eval"
+    assert main(["eval", "--voc", str(tree.root), "--features", str(features), "--head",
+                 str(head), "--out", str(out), "--weights", str(tree.weights), "--quiet",
+                 *SCALES]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["samples"] == len(tree.test) and results["map"] > 0.6
+    # fc7 features have no FC layer left to fine-tune
+    assert main(["train", "--voc", str(tree.root), "--features", str(tmp_path / "fc7"),
+                 "--out", str(head), "--weights", str(tree.weights), "--finetune", "--quiet",
+                 *SCALES, *TRAINING]) == 2
+    assert "needs features of layer conv5 or fc6" in _error(capsys)

@@ -131,6 +131,10 @@ def add_training_options(parser) -> None:
 
 def training_settings(args):
     from ..transfer import LabelSettings, TrainConfig
+    from ..transfer.head import check_finetune_layer
+
+    if args.finetune:  # before any feature is computed
+        check_finetune_layer(args.layer)
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          momentum=args.momentum, weight_decay=args.weight_decay,

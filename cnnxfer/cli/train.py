@@ -23,6 +23,9 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--out's folder does not exist: {str(out.parent)!r}")
     split = load_task_split(args.voc, args.split, task=args.task, classes=args.classes)
     settings, (config, labels) = feature_settings(args), training_settings(args)
+    if args.finetune and not args.weights:
+        raise ValueError("--finetune trains copies of the network's FC layers: give its "
+                         "--weights")
     net = weight_files.load(args.weights) if args.weights else None
     features = ensure_features([image.path for image in split.images], args.features,
                                settings=settings, net=net,

@@ -163,6 +163,14 @@ def load_with_header(path: str | os.PathLike) -> tuple[AdaptationHead, dict]:
     return head, header
 
 
+def check_finetune_layer(layer: str) -> str:
+    """layer, when FC layers follow it up to fc7 that fine-tuning can train (conv5 or fc6)."""
+    if not TRUNKS.get(layer):
+        raise ValueError(f"fine-tuning FC6 and FC7 needs features of layer conv5 or fc6 "
+                         f"(cnnxfer extract --layer conv5), got layer {layer!r}")
+    return layer
+
+
 def trunk_from_network(net, layer: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The trainable copies of net's FC layers after `layer` up to fc7 (fine-tuning from conv5
     or fc6 features); {} for fc7 features."""

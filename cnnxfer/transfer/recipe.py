@@ -26,7 +26,7 @@ from ..data.metrics import mean_average_precision
 from ..data.voc import VOCSplit, load_split, write_results
 from ..features.images import load_image
 from .dataset_features import FeatureFiles, FeatureSettings, ensure_features
-from .head import AdaptationHead, load_with_header, trunk_from_network
+from .head import AdaptationHead, check_finetune_layer, load_with_header, trunk_from_network
 from .labels import DEFAULT_ENLARGE
 from .maps import save_overlay
 from .samples import labelled_images, score_split
@@ -96,6 +96,7 @@ def train_on_split(split: VOCSplit, features: FeatureFiles, *, workdir: Path,
         raise ValueError(f"no image of split {split.split!r} has features: nothing to train on")
     trunk = None
     if finetune:
+        check_finetune_layer(layer)
         if net is None:
             raise ValueError("fine-tuning FC6 and FC7 needs the network's weights (--weights)")
         trunk = trunk_from_network(net, layer)
