@@ -248,7 +248,7 @@ GOOD = dict(patches=[[0, 0, 10, 10]], boxes=[[0, 0, 5, 5]], classes=[1], num_cla
     (dict(background_fraction=-0.1), ValueError, r"background_fraction"),
     (dict(background_fraction=float("nan")), ValueError, r"background_fraction must be finite"),
     (dict(background_fraction="0.1"), TypeError, r"background_fraction must be a real"),
-    (dict(seed=-1), ValueError, r"seed must be in \[0, 2\*\*64\)"),
+    (dict(seed=-1), ValueError, r"seed must be an integer in \[0, 2\*\*64\)"),
     (dict(seed=1.0), TypeError, r"seed must be an integer"),
 ])
 def test_errors_name_the_argument(change, error, match):

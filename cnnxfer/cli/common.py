@@ -86,10 +86,12 @@ def add_dataset_options(parser, *, classes: bool = True) -> None:
                              "ImageSets files, else its annotations)")
 
 
-def add_feature_options(parser) -> None:
-    """How features are computed when missing: layer, grid, dtype, device."""
-    parser.add_argument("--layer", default="fc7",
-                        help="features' layer: fc7, or conv5/fc6 with --finetune (fc7)")
+def add_feature_options(parser, *, layer: bool = True) -> None:
+    """How features are computed when missing: layer (unless the head decides it), grid, dtype,
+    device."""
+    if layer:
+        parser.add_argument("--layer", default="fc7",
+                            help="features' layer: fc7, or conv5/fc6 with --finetune (fc7)")
     parser.add_argument("--scales", type=scales, default=None,
                         help="the grid's scales, comma-separated (default: the paper's nine)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
@@ -97,14 +99,25 @@ def add_feature_options(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def feature_settings(args):
+def feature_settings(args, layer: str | None = None):
+    """FeatureSettings from the options of add_feature_options (`layer` overrides --layer)."""
     from ..transfer import FeatureSettings
 
-    settings = FeatureSettings(layer=args.layer, dtype=DTYPES[args.dtype], device=args.device)
+    options = dict(layer=layer or args.layer, dtype=DTYPES[args.dtype], device=args.device)
     if args.scales is not None:
-        settings = FeatureSettings(layer=args.layer, dtype=DTYPES[args.dtype],
-                                   device=args.device, scales=args.scales)
-    return settings
+        options["scales"] = args.scales
+    return FeatureSettings(**options)
+
+
+def add_scoring_options(parser) -> None:
+    """How test samples are scored and evaluated: the metric, k, and how many maps are drawn."""
+    parser.add_argument("--metric", choices=("voc07", "area"),
+                        help="11-point AP (VOC2007) or area (VOC2010+); default from the year "
+                             "in the folder's name, else voc07")
+    parser.add_argument("-k", type=positive_float, default=5.0,
+                        help="image score = mean over patches of y^k (5)")
+    parser.add_argument("--maps", type=non_negative_int, default=4,
+                        help="test images to draw localization maps for (4)")
 
 
 def add_training_options(parser) -> None:

@@ -13,7 +13,7 @@ from .common import add_dataset_options, add_feature_options, add_training_optio
 def run(args: argparse.Namespace) -> int:
     from ..nets import weights as weight_files
     from ..transfer import ensure_features, train_on_split
-    from ..transfer.recipe import load_task_split
+    from ..transfer.recipe import json_safe, load_task_split
     from .common import feature_settings, training_settings
 
     out = Path(args.out)
@@ -36,9 +36,7 @@ def run(args: argparse.Namespace) -> int:
                                    labels=labels, layer=settings.layer,
                                    network=str(args.weights or ""), net=net,
                                    finetune=args.finetune, progress=not args.quiet)
-    from ..transfer.recipe import _json_safe
-
-    head.save(out, training=_json_safe(summary))
+    head.save(out, training=json_safe(summary))
     history = summary["history"]
     print(f"wrote {out}: {len(split.classes)} classes, {summary['images']} images, "
           f"{sum(summary['labelled'])} labelled patches; best epoch {history['best_epoch'] + 1} "

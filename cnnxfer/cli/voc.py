@@ -9,9 +9,8 @@ import argparse
 from .common import (
     add_dataset_options,
     add_feature_options,
+    add_scoring_options,
     add_training_options,
-    non_negative_int,
-    positive_float,
 )
 
 
@@ -45,13 +44,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--train-split", default="trainval")
     parser.add_argument("--test-split", default="test")
     parser.add_argument("--features", help="feature files folder (default: OUT/features)")
-    parser.add_argument("--metric", choices=("voc07", "area"),
-                        help="11-point AP (VOC2007) or area (VOC2010+); default from the year "
-                             "in the folder's name, else voc07")
-    parser.add_argument("-k", type=positive_float, default=5.0,
-                        help="image score = mean over patches of y^k (5)")
-    parser.add_argument("--maps", type=non_negative_int, default=4,
-                        help="test images to draw maps for (4)")
+    add_scoring_options(parser)
     add_dataset_options(parser)
     add_feature_options(parser)
     add_training_options(parser)

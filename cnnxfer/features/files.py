@@ -107,6 +107,17 @@ def load_boxes(path: str | os.PathLike) -> list[torch.Tensor]:
         return [handle.get_tensor(f"boxes/{i}") for i in range(len(header["sources"]))]
 
 
+def feature_size(path: str | os.PathLike) -> int:
+    """D, the length of the feature vectors in a features file, without reading them."""
+    path = check_path(path)
+    if path.suffix.lower() != ".safetensors":
+        return int(load_features(path)[0][0].features.shape[1])
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        return int(handle.get_slice("features/0").get_shape()[1])
+
+
 def per_image_paths(sources: list[str], folder: str | os.PathLike) -> dict[str, Path]:
     """One `<stem>.safetensors` in `folder` per source (`<stem>-1`, `-2`, ... where stems
     repeat), the same for the same list every time, so a rerun finds what an earlier one wrote."""

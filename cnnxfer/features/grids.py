@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from collections.abc import Iterable, Sequence
 
 import torch
 
+from ..ops.arguments import integer, real
 from ..ops.boxes import check_boxes
 
 __all__ = ["PAPER_SCALES", "DEFAULT_OVERLAP", "paper_grid", "dense_grid", "as_boxes"]
@@ -49,27 +49,7 @@ def _round_half_up(x: float) -> int:
 
 
 def _check_size(name: str, value) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive integer number of pixels, got {value!r}")
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be a positive integer number of pixels, got {value!r} "
-            f"of type {type(value).__name__}") from None
-    if n <= 0:
-        raise ValueError(f"{name} must be a positive integer number of pixels, got {value!r}")
-    return n
-
-
-def _check_real(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} of type "
-                        f"{type(value).__name__}")
-    x = float(value)
-    if not math.isfinite(x):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return x
+    return integer(name, value, what="a positive integer number of pixels", minimum=1)
 
 
 def _check_dtype(dtype) -> torch.dtype:
@@ -137,7 +117,7 @@ def paper_grid(width: int, height: int, *, scales: Sequence[float] = PAPER_SCALE
     w = _check_size("width", width)
     h = _check_size("height", height)
     lams = _check_scales(scales)
-    o = _check_real("overlap", overlap)
+    o = real("overlap", overlap)
     if not 0.5 <= o < 1.0:
         raise ValueError(f"overlap must be in [0.5, 1) (fraction of the patch side shared by "
                          f"neighbours; the paper requires at least 0.5), got {overlap!r}")
@@ -167,7 +147,7 @@ def _check_scales(scales) -> list[float]:
         raise ValueError("scales must be a non-empty sequence of numbers >= 1.0, got an empty one")
     out = []
     for i, lam in enumerate(lams):
-        x = _check_real(f"scales[{i}]", lam)
+        x = real(f"scales[{i}]", lam)
         if x < 1.0:
             raise ValueError(f"scales[{i}] must be >= 1.0 (the patch side is min(width, height) / "
                              f"scale and cannot exceed the short side), got {lam!r}")

@@ -38,12 +38,12 @@ least one training patch.
 from __future__ import annotations
 
 import math
-import numbers
-import operator
 from fractions import Fraction
 
 import torch
 
+from ..ops.arguments import integer
+from ..ops.arguments import real as _real
 from ..ops.boxes import check_boxes
 
 __all__ = ["label_patches", "patches_in_box", "MIN_PATCH_FRACTION", "MIN_BOX_FRACTION",
@@ -314,26 +314,7 @@ def _flags(name: str, value, length: int) -> torch.Tensor:
 
 
 def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive integer, got {value!r}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a positive integer, got {value!r} of type "
-                        f"{type(value).__name__}") from None
-    if number < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return number
-
-
-def _real(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} of type "
-                        f"{type(value).__name__}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return number
+    return integer(name, value, what="a positive integer", minimum=1)
 
 
 def _fraction(name: str, value) -> float:
@@ -345,13 +326,5 @@ def _fraction(name: str, value) -> float:
 
 
 def _seed(value) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"seed must be an integer, got {value!r}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(f"seed must be an integer, got {value!r} of type "
-                        f"{type(value).__name__}") from None
-    if not 0 <= number < 2**64:
-        raise ValueError(f"seed must be in [0, 2**64), got {value!r}")
-    return number
+    return integer("seed", value, what="an integer in [0, 2**64)", minimum=0,
+                   maximum=2**64 - 1)

@@ -24,6 +24,7 @@ import torch
 
 from ..data.metrics import mean_average_precision
 from ..data.voc import VOCSplit, load_split, write_results
+from ..features.files import feature_size, read_header
 from ..features.images import load_image
 from .dataset_features import FeatureFiles, FeatureSettings, ensure_features
 from .head import AdaptationHead, check_finetune_layer, load_with_header, trunk_from_network
@@ -100,12 +101,11 @@ def train_on_split(split: VOCSplit, features: FeatureFiles, *, workdir: Path,
         if net is None:
             raise ValueError("fine-tuning FC6 and FC7 needs the network's weights (--weights)")
         trunk = trunk_from_network(net, layer)
-    from ..features.files import read_header
-
-    in_features = _feature_size(images[0].features_path)
-    head, history = train_head(images, split.classes, in_features=in_features, workdir=workdir,
-                               config=config, layer=layer, network=network or _network_of(
-                                   read_header(images[0].features_path)),
+    head, history = train_head(images, split.classes,
+                               in_features=feature_size(images[0].features_path),
+                               workdir=workdir, config=config, layer=layer,
+                               network=network or str(read_header(images[0].features_path)
+                                                      .get("weights", "")),
                                trunk=trunk, progress=progress)
     counts = torch.stack([torch.bincount(im.labels[im.labels >= 0],
                                          minlength=len(split.classes) + 1)
@@ -115,17 +115,6 @@ def train_on_split(split: VOCSplit, features: FeatureFiles, *, workdir: Path,
                "seconds": time.perf_counter() - start, "config": asdict(config),
                "labels": asdict(labels)}
     return head, summary
-
-
-def _feature_size(path: Path) -> int:
-    from ..features.files import load_features
-
-    (result,), _ = load_features(path)
-    return int(result.features.shape[1])
-
-
-def _network_of(header: dict) -> str:
-    return str(header.get("weights", ""))
 
 
 def evaluate_split(split: VOCSplit, features: FeatureFiles, head: AdaptationHead, out: Path, *,
@@ -246,7 +235,7 @@ def run_voc(root: str | Path, weights: str | Path, out: str | Path, *, task: str
                                        config=config, labels=labels, layer=settings.layer,
                                        network=network, net=net, finetune=finetune,
                                        progress=progress)
-        head.save(head_path, training=_json_safe(summary))
+        head.save(head_path, training=json_safe(summary))
         timing["training_seconds"] = summary["seconds"]
     results = evaluate_split(test, features["test"], head, out, k=k, metric=metric, maps=maps,
                              enlarge=labels.enlarge, progress=progress)
@@ -259,10 +248,16 @@ def run_voc(root: str | Path, weights: str | Path, out: str | Path, *, task: str
                     "images": {"train": len(train.images), "test": len(test.images)},
                     "training": {k2: v for k2, v in summary.items() if k2 != "config"}
                     if summary else None})
-    (out / "results.json").write_text(json.dumps(_json_safe(
-        {k2: v for k2, v in results.items() if not k2.startswith("table_")}), indent=1))
-    (out / "report.md").write_text(report(results))
+    write_outputs(out, results)
     return results
+
+
+def write_outputs(out: Path, results: dict) -> None:
+    """out/results.json (JSON-safe, without the rendered tables) and out/report.md."""
+    (out / "results.json").write_text(json.dumps(json_safe(
+        {key: value for key, value in results.items() if not key.startswith("table_")}),
+        indent=1))
+    (out / "report.md").write_text(report(results))
 
 
 def _per_image(timing: dict, train_images: int, test_images: int) -> dict:
@@ -288,20 +283,20 @@ def _reusable_head(path: Path, classes, layer: str, network: str, config: TrainC
         return None, None
     training = header.get("training") or {}
     same = (tuple(head.classes) == tuple(classes) and head.layer == layer
-            and head.network == network and training.get("config") == _json_safe(asdict(config))
-            and training.get("labels") == _json_safe(asdict(labels))
+            and head.network == network and training.get("config") == json_safe(asdict(config))
+            and training.get("labels") == json_safe(asdict(labels))
             and bool(head.trunk_layers) == finetune)
     return (head, training) if same else (None, None)
 
 
-def _json_safe(value):
+def json_safe(value):
     """value with NaN/inf floats as None (JSON has no NaN)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 

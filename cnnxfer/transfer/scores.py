@@ -15,12 +15,12 @@ present in an image, does the map's maximum fall inside a box of that class
 """
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
 
+from ..ops.arguments import integer
 from ..ops.boxes import check_boxes
 from .labels import _as_tensor, _index_vector, _positive_int, _real
 
@@ -263,16 +263,7 @@ def _maps(maps) -> torch.Tensor:
 
 def _class_key(label: str, value) -> int:
     """value as a class index (an int >= 0); `label` says where it came from in errors."""
-    if isinstance(value, bool):
-        raise TypeError(f"{label} must be an integer class index, got {value!r}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{label} must be an integer class index, got {value!r} of type "
-                        f"{type(value).__name__}") from None
-    if number < 0:
-        raise ValueError(f"{label} must be a class index >= 0, got {number}")
-    return number
+    return integer(label, value, what="an integer class index >= 0", minimum=0)
 
 
 def _class_list(name: str, value, count: int) -> list[int]:
