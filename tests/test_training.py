@@ -21,7 +21,7 @@ from cnnxfer.transfer import (
 )
 from cnnxfer.transfer import training as training_module
 from cnnxfer.transfer.head import load_with_header
-from cnnxfer.transfer.patch_data import batches, read_shard, write_shards
+from cnnxfer.transfer.patch_data import ShardStream, batches, read_shard, write_shards
 from cnnxfer.transfer.training import class_weights, split_images
 
 CLASSES = ["a", "b", "c"]
@@ -151,7 +151,7 @@ def test_shards_hold_every_labelled_patch_once_within_the_byte_budget(tmp_path):
     labelled = sum(int((im.labels >= 0).sum()) for im in images)
     assert shards.total == labelled and len(shards.paths) > 1
     for path, rows in zip(shards.paths, shards.rows):
-        x, y = read_shard(path)
+        x, y, _ = read_shard(path)
         # a shard closes at the first image that takes it over the budget
         assert x.shape == (rows, 8) and x.numel() * 4 < budget + 10 * 8 * 4
         reference = load_file(str(path))  # our reader against safetensors' own
@@ -167,6 +167,12 @@ def test_shards_hold_every_labelled_patch_once_within_the_byte_budget(tmp_path):
     assert not torch.equal(plain, shuffled)
     key = lambda t: sorted(map(tuple, t.tolist()))
     assert key(plain) == key(shuffled)
+    # a stream reuses its read buffers from pass to pass; batches handed out are copies, so
+    # batches kept from one pass are not overwritten by the next
+    stream = ShardStream(shards)
+    first = [x for x, _ in stream.batches(7, seed=5)]
+    second = [x for x, _ in stream.batches(7)]
+    assert torch.equal(torch.cat(first), shuffled) and torch.equal(torch.cat(second), plain)
 
 
 def test_shards_refuse_mismatched_labels(tmp_path):
@@ -295,3 +301,26 @@ def test_training_on_the_gpu_learns_the_same_signal(tmp_path):
     for c in range(3):
         labels = torch.where(torch.tensor(truth) == c, 1, -1)
         assert average_precision(scores[:, c], labels) > 0.9
+
+
+def test_dropout_keeps_half_scaled_by_two_and_passes_gradients():
+    from cnnxfer.transfer.head import Dropout
+
+    drop = Dropout(0.5).train()
+    x = torch.rand(64, 1024) + 1.0  # never 0: a 0 in the output is a dropped element
+    torch.manual_seed(3)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.5) < 0.01
+    torch.testing.assert_close(y[kept], 2 * x[kept])
+    # the draws are not the same pattern repeated: rows and byte groups differ
+    assert not torch.equal(kept[0], kept[1]) and not torch.equal(kept[0, :8], kept[0, 8:16])
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), y)  # seeded by torch's generator, as nn.Dropout is
+    x.requires_grad_(True)
+    drop(x).sum().backward()
+    assert set(x.grad.unique().tolist()) <= {0.0, 2.0}
+    assert torch.equal(drop.eval()(x), x)
+    odd = torch.rand(3, 5) + 1.0  # not a multiple of 8: torch's dropout, the same contract
+    out = drop.train()(odd)
+    assert torch.all((out == 0) | torch.isclose(out, 2 * odd))

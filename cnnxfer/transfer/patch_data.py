@@ -122,30 +122,34 @@ _SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torc
                        "I64": torch.int64}
 
 
-def read_shard(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features [n, D], labels [n] int64) of one shard.
+def read_shard(path: Path, buffer: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(features [n, D], labels [n] int64, the buffer they view) of one shard.
 
-    The file is read with one sequential read into one buffer, and the tensors are views of
-    it. safetensors' own loader maps the file and faults it in page by page, which on a cold
-    page cache reads at a third of the disk's sequential speed, and its load-from-bytes copies
-    every tensor once more (benches/bench_transfer.py measures both). The format is the
-    documented safetensors layout: an 8-byte little-endian header length, a JSON header
-    {name: {"dtype", "shape", "data_offsets": [begin, end]}} and the data, offsets counted from
-    the end of the header; shards are written by safetensors itself (write_shards)."""
+    The file is read with one sequential read into one uint8 buffer (`buffer` when it is large
+    enough, else a new one), and the tensors are views of it. safetensors' own loader maps the
+    file and faults it in page by page, which on a cold page cache reads at a third of the
+    disk's sequential speed, and its load-from-bytes copies every tensor once more; a fresh
+    buffer costs as much again in page faults as the read itself, hence the reuse
+    (benches/bench_transfer.py measures all three). The format is the documented safetensors
+    layout: an 8-byte little-endian header length, a JSON header {name: {"dtype", "shape",
+    "data_offsets": [begin, end]}} and the data, offsets counted from the end of the header;
+    shards are written by safetensors itself (write_shards)."""
     import json
-    import struct
 
     size = path.stat().st_size
-    buffer = bytearray(size)
+    if buffer is None or buffer.numel() < size:
+        buffer = torch.empty(size, dtype=torch.uint8)
+    view = memoryview(buffer.numpy())[:size]
     with open(path, "rb", buffering=0) as handle:
-        view, done = memoryview(buffer), 0
+        done = 0
         while done < size:
             count = handle.readinto(view[done:])
             if not count:
                 raise ValueError(f"{str(path)!r} ended after {done} of {size} bytes")
             done += count
-    (header_length,) = struct.unpack_from("<Q", buffer, 0)
-    header = json.loads(bytes(buffer[8:8 + header_length]))
+    header_length = int.from_bytes(view[:8], "little")
+    header = json.loads(bytes(view[8:8 + header_length]))
     start = 8 + header_length
     tensors = {}
     for name in ("features", "labels"):
@@ -154,38 +158,64 @@ def read_shard(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             raise ValueError(f"{str(path)!r} is not a cnnxfer shard (no {name!r} tensor of a "
                              f"known dtype)")
         dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
-        begin, end = entry["data_offsets"]
-        count = (end - begin) // torch.empty((), dtype=dtype).element_size()
-        flat = torch.frombuffer(buffer, dtype=dtype, count=count, offset=start + begin)
-        tensors[name] = flat.reshape(entry["shape"])
-    return tensors["features"], tensors["labels"]
+        begin, end = (start + offset for offset in entry["data_offsets"])
+        raw = buffer[begin:end]
+        if begin % torch.empty((), dtype=dtype).element_size():
+            raw = raw.clone()  # a view of another dtype must start on its alignment
+        tensors[name] = raw.view(dtype).reshape(entry["shape"])
+    return tensors["features"], tensors["labels"], buffer
+
+
+class ShardStream:
+    """Batches of a set of shards, one pass per call of batches(); the read buffers are kept
+    between passes (epochs), so that only the first pass pays for fresh memory."""
+
+    def __init__(self, shards: Shards):
+        self.shards = shards
+        self._buffers: list[torch.Tensor | None] = [None, None]
+
+    def batches(self, batch_size: int, *, seed: int | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(features [B, D], labels [B]) over every row of the shards once. With a seed, the
+        shard order and the rows within each shard are shuffled (the same seed, the same
+        order); without, rows come in file order (evaluation). The last batch of each shard
+        may be smaller. Batches are copies: they stay valid after the pass moves on."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        paths = self.shards.paths
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        order = (torch.randperm(len(paths), generator=generator).tolist()
+                 if generator is not None else list(range(len(paths))))
+        if not order:
+            return
+        slots = self._buffers
+
+        def read(position: int):
+            slot = position % 2
+            x, y, slots[slot] = read_shard(paths[order[position]], slots[slot])
+            return x, y
+
+        # The next shard is read in a thread (I/O releases the GIL) into the other buffer
+        # while this one's batches are used: reading overlaps training. The other buffer held
+        # the shard before this one, whose batches were all handed out as copies.
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            pending = reader.submit(read, 0)
+            for position in range(len(order)):
+                x, y = pending.result()
+                if position + 1 < len(order):
+                    pending = reader.submit(read, position + 1)
+                perm = (torch.randperm(y.numel(), generator=generator)
+                        if generator is not None else None)
+                for start in range(0, y.numel(), batch_size):
+                    if perm is None:
+                        yield (x[start:start + batch_size].clone(),
+                               y[start:start + batch_size].clone())
+                    else:
+                        rows = perm[start:start + batch_size]
+                        yield x[rows], y[rows]
 
 
 def batches(shards: Shards, batch_size: int, *, seed: int | None = None
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(features [B, D], labels [B]) over every row of the shards once. With a seed, the shard
-    order and the rows within each shard are shuffled (the same seed, the same order); without,
-    rows come in file order (evaluation). The last batch of each shard may be smaller."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    order = (torch.randperm(len(shards.paths), generator=generator).tolist()
-             if generator is not None else list(range(len(shards.paths))))
-    if not order:
-        return
-    # The next shard is read in a thread while this one's batches are used: reading (I/O,
-    # which releases the GIL) overlaps training, at the cost of holding two shards.
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        pending = reader.submit(read_shard, shards.paths[order[0]])
-        for position in range(len(order)):
-            x, y = pending.result()
-            if position + 1 < len(order):
-                pending = reader.submit(read_shard, shards.paths[order[position + 1]])
-            perm = (torch.randperm(y.numel(), generator=generator)
-                    if generator is not None else None)
-            for start in range(0, y.numel(), batch_size):
-                if perm is None:
-                    yield x[start:start + batch_size], y[start:start + batch_size]
-                else:
-                    rows = perm[start:start + batch_size]
-                    yield x[rows], y[rows]
+    """One pass over the shards' rows (ShardStream(shards).batches, without buffer reuse)."""
+    return ShardStream(shards).batches(batch_size, seed=seed)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .head import AdaptationHead
-from .patch_data import LabelledImage, Shards, batches, write_shards
+from .patch_data import LabelledImage, Shards, ShardStream, write_shards
 
 SCHEDULES = ("cosine", "step", "constant")
 BALANCES = ("loss", "none")
@@ -177,13 +177,14 @@ def _lr_factor(schedule: str, total_steps: int):
     return lambda step: 1.0
 
 
-def evaluate_loss(head: AdaptationHead, shards: Shards, weights: torch.Tensor,
+def evaluate_loss(head: AdaptationHead, shards: Shards | ShardStream, weights: torch.Tensor,
                   batch_size: int, device: torch.device) -> float:
     """The weighted cross-entropy of the head (eval mode) over every row of the shards."""
+    stream = shards if isinstance(shards, ShardStream) else ShardStream(shards)
     head.eval()
     total, norm = 0.0, 0.0
     with torch.no_grad():
-        for x, y in batches(shards, batch_size):
+        for x, y in stream.batches(batch_size):
             x, y = x.to(device), y.to(device)
             w = weights.to(device)[y]
             total += float(F.cross_entropy(head(x), y, weight=weights.to(device),
@@ -270,11 +271,13 @@ def train_head(images: Sequence[LabelledImage], classes: Sequence[str], *, in_fe
     if history.stopped_early:
         start_epoch = config.epochs
 
+    train_stream = ShardStream(train)  # read buffers reused from epoch to epoch
+    val_stream = ShardStream(val) if val is not None else None
     for epoch in range(start_epoch, config.epochs):
         head.train()
         torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout: the same on a resume
         total, norm = 0.0, 0.0
-        bar = tqdm(batches(train, config.batch_size, seed=config.seed * 7919 + epoch),
+        bar = tqdm(train_stream.batches(config.batch_size, seed=config.seed * 7919 + epoch),
                    total=steps_per_epoch, unit="batch", desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not progress, leave=False)
         for x, y in bar:
@@ -290,7 +293,7 @@ def train_head(images: Sequence[LabelledImage], classes: Sequence[str], *, in_fe
                              f"{epoch + 1}; lower the learning rate (lr={config.lr})")
         history.train_loss.append(total / max(norm, 1))
         history.lr.append(optimizer.param_groups[0]["lr"])
-        val_loss = (evaluate_loss(head, val, weights, 4 * config.batch_size, device)
+        val_loss = (evaluate_loss(head, val_stream, weights, 4 * config.batch_size, device)
                     if val is not None else float("nan"))
         history.val_loss.append(val_loss)
         # Without validation the last epoch is the best one.
