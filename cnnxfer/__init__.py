@@ -6,23 +6,26 @@
     batch = cnnxfer.ops.extract_patches(image, boxes)     # [K, 3, 224, 224] network inputs
     net = cnnxfer.weights.load("alexnet.safetensors")     # or .pth (torchvision), .onnx
     features, boxes = cnnxfer.PatchFeatureExtractor(net, layer="fc7")("photo.jpg")
+    split = cnnxfer.data.load_split("VOCdevkit/VOC2007", "test")     # a VOC-format tree
+    scores = cnnxfer.transfer.image_scores(head.probabilities(features)[:, :-1], k=5)
 
 The package is in layers, each importing only those before it: ops (the engine's faces and the
 reference) <- nets (networks, weights) <- features (grids, images, the extractor, feature files)
-<- cli. Importing it loads no compiled code: the ops library loads on the first op call.
+<- transfer, data (the paper's method; VOC trees and their evaluation) <- cli. Importing it
+loads no compiled code: the ops library loads on the first op call.
 """
 from . import _moved
 
 _moved.install()
 
-from . import features, nets, ops  # noqa: E402  (after the aliases, which tests import early)
+from . import data, features, nets, ops, transfer  # noqa: E402  (after the aliases)
 from .features import PatchFeatureExtractor  # noqa: E402
 from .nets import Preprocessing, weights  # noqa: E402
 from .ops import LRN, MaxPool  # noqa: E402
 
 __version__ = "0.2.0"
-__all__ = ["features", "nets", "ops", "weights", "PatchFeatureExtractor", "Preprocessing", "LRN",
-           "MaxPool"]
+__all__ = ["data", "features", "nets", "ops", "transfer", "weights", "PatchFeatureExtractor",
+           "Preprocessing", "LRN", "MaxPool"]
 
 
 def __getattr__(name: str):
