@@ -324,3 +324,17 @@ def test_dropout_keeps_half_scaled_by_two_and_passes_gradients():
     odd = torch.rand(3, 5) + 1.0  # not a multiple of 8: torch's dropout, the same contract
     out = drop.train()(odd)
     assert torch.all((out == 0) | torch.isclose(out, 2 * odd))
+
+
+def test_held_out_images_without_labelled_patches_mean_no_validation(tmp_path):
+    """Validation images whose patches are all left out (or of classes absent from training)
+    give no validation loss: training runs every epoch and keeps the last one."""
+    images, _ = _planted(tmp_path / "f", 10)
+    held = set(im.features_path for im in split_images(images, 0.3, seed=0)[1])
+    unlabelled = [LabelledImage(im.features_path, torch.full_like(im.labels, -1))
+                  if im.features_path in held else im for im in images]
+    head, history = train_head(unlabelled, CLASSES, in_features=32, workdir=tmp_path / "w",
+                               config=_config(epochs=4, validation_fraction=0.3, patience=1),
+                               progress=False)
+    assert not history.stopped_early and history.best_epoch == 3
+    assert all(math.isnan(v) for v in history.val_loss)

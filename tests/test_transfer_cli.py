@@ -577,3 +577,107 @@ def test_finetune_fc7_from_fc6_features(tree, tmp_path, capsys):
                  "--out", str(head), "--weights", str(tree.weights), "--finetune", "--quiet",
                  *SCALES, *TRAINING]) == 2
     assert "needs features of layer conv5 or fc6" in _error(capsys)
+
+
+# ------------------------------------------------------------------ what a rerun may reuse
+
+def _copy_run(voc_run, tmp_path) -> Path:
+    out = tmp_path / "voc"
+    shutil.copytree(voc_run.out, out)
+    return out
+
+
+@pytest.mark.slow
+def test_voc_rerun_retrains_when_the_training_changes(tree, voc_run, tmp_path, monkeypatch):
+    """The head is reused only for the same feature files and labels: another training split,
+    or another grid, retrains it; the weights given by another path reuse everything."""
+    out = _copy_run(voc_run, tmp_path)
+    base = _voc_args(tree, out)
+    # the same run with the weights spelled relative to another folder: nothing recomputed
+    monkeypatch.chdir(tree.weights.parent)
+    relative = [arg if arg != str(tree.weights) else tree.weights.name for arg in base]
+    assert main(relative) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert "training_seconds" not in results["timing"]
+    assert results["timing"]["features_train_computed"] == 0
+    # another training split (here: the test split): retrained, and the summary says so
+    assert main([*base, "--train-split", "test", "--test-split", "trainval"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert "training_seconds" in results["timing"] and results["training"]["split"] == "test"
+    # another grid: new features, and a new head on them
+    features = tmp_path / "coarse"
+    other = [*base, "--scales", "1,2", "--features", str(features)]
+    assert main(other) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["timing"]["features_train_computed"] == len(tree.train)
+    assert "training_seconds" in results["timing"]
+
+
+@pytest.mark.slow
+def test_a_head_is_refused_on_another_network(tree, voc_run, tmp_path, capsys):
+    """A different network (even saved under the same name) is recognized by its contents."""
+    other = tmp_path / tree.weights.name
+    weights.save(nets.alexnet("alexnet", width=0.25, seed=1, num_classes=None), other)
+    head = voc_run.out / "head.safetensors"
+    for command in (["eval", "--voc", str(tree.root), "--features", str(tmp_path / "f"),
+                     "--head", str(head), "--out", str(tmp_path / "e"), "--weights", str(other),
+                     "--quiet", *SCALES],
+                    ["localize", "--head", str(head), "--weights", str(other), "--out",
+                     str(tmp_path / "m"), str(tree.root / "JPEGImages" / "001000.jpg")]):
+        assert main(command) == 2
+        assert "features of another network" in _error(capsys)
+    # eval without --weights on features of the other network: refused as well
+    features = tmp_path / "other-features"
+    assert main(["extract", "--weights", str(other), "-o", str(features.mkdir() or features),
+                 "--quiet", *[str(tree.root / "JPEGImages" / f"{i['id']}.jpg")
+                              for i in tree.test]]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--voc", str(tree.root), "--features", str(features), "--head",
+                 str(head), "--out", str(tmp_path / "e2"), "--quiet"]) == 2
+    assert "features of another network" in _error(capsys)
+
+
+@pytest.mark.slow
+def test_an_image_whose_jpeg_and_xml_disagree_is_skipped(tmp_path, tree, capsys):
+    """A JPEG of another size than its <size> says: reported by name and left out, the run
+    goes on."""
+    rng = np.random.default_rng(5)
+    train = [_scene(rng, f"{i:06d}") for i in range(8)]
+    test = [_scene(rng, f"{100 + i:06d}") for i in range(4)]
+    root = tmp_path / "VOC2007"
+    write_voc_tree(root, train, split="trainval", classes=CLASSES)
+    write_voc_tree(root, test, split="test", classes=CLASSES)
+    _paint(root, train + test, rng)
+    for image_id in ("000003", "000102"):  # one of each split: 80x60 pixels, <size> 96x72
+        Image.new("RGB", (80, 60), (90, 90, 90)).save(root / "JPEGImages" / f"{image_id}.jpg")
+    out = tmp_path / "out"
+    assert main(["voc", "--root", str(root), "--weights", str(tree.weights), "--out", str(out),
+                 "--quiet", *SCALES, *TRAINING]) == 0
+    results = json.loads((out / "results.json").read_text())
+    bad = {str(root / "JPEGImages" / f"{i}.jpg") for i in ("000003", "000102")}
+    assert bad <= set(results["skipped"])
+    assert all("the JPEG and the XML disagree" in results["skipped"][b] for b in bad)
+    assert results["samples"] == 3 and results["training"]["images"] == 7
+    assert "000102.jpg" in (out / "report.md").read_text()
+
+
+def test_bad_devices_and_counts_are_usage_errors(tree, tmp_path, capsys):
+    head = tmp_path / "head.safetensors"
+    base = ["localize", "--head", str(head), "--weights", str(tree.weights), "--out",
+            str(tmp_path / "m"), "x.jpg"]
+    cases = [(["--top", "-1"], "expected a positive int"),
+             (["--device", "foo"], "expected a device such as cpu or cuda"),
+             (["--classes", ","], "expected comma-separated class names")]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "this machine has no CUDA GPU"))
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*base, *extra])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    # a --features that is a file, not a folder: one line, exit 2
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    assert main(["train", "--voc", str(tree.root), "--features", str(not_a_folder), "--out",
+                 str(head), "--weights", str(tree.weights), "--quiet", *SCALES]) == 2
+    assert str(not_a_folder) in _error(capsys)

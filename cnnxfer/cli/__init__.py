@@ -36,8 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (FileNotFoundError, ValueError, TypeError) as error:
-        # a user's mistake (a missing file, weights that do not fit, a bad layer name): one line,
-        # no traceback
+    except (OSError, ValueError, TypeError) as error:
+        # a user's mistake (a missing or unwritable file, weights that do not fit, a bad layer
+        # name): one line, no traceback
         print(f"cnnxfer {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -22,6 +22,23 @@ def positive_int(text: str) -> int:
     return value
 
 
+def device(text: str) -> str:
+    """argparse type of --device: a torch device that exists here."""
+    import torch
+
+    try:
+        parsed = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected a device such as cpu or cuda, got "
+                                         f"{text!r}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA GPU (torch "
+                                         f"{torch.__version__})")
+    if parsed.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected cpu or cuda, got {text!r}")
+    return text
+
+
 def positive_float(text: str) -> float:
     """argparse type of a rate or factor: a clear usage error for 0, negatives and non-numbers."""
     try:
@@ -75,13 +92,21 @@ def scales(text: str) -> tuple[float, ...]:
     return values
 
 
+def class_names(text: str) -> tuple[str, ...]:
+    """argparse type of --classes: comma-separated names, at least one."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class names, got {text!r}")
+    return names
+
+
 def add_dataset_options(parser, *, classes: bool = True) -> None:
     """--task and --classes: which samples and label columns of a VOC tree."""
     parser.add_argument("--task", choices=("main", "action"), default="main",
                         help="main: classify images; action: classify persons (main)")
     if not classes:
         return
-    parser.add_argument("--classes", type=lambda t: tuple(c for c in t.split(",") if c),
+    parser.add_argument("--classes", type=class_names,
                         help="comma-separated class names (default: from the tree's "
                              "ImageSets files, else its annotations)")
 
@@ -95,7 +120,7 @@ def add_feature_options(parser, *, layer: bool = True) -> None:
     parser.add_argument("--scales", type=scales, default=None,
                         help="the grid's scales, comma-separated (default: the paper's nine)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (cpu)")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu or cuda (cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

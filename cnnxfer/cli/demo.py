@@ -15,7 +15,7 @@ import torch
 from ..features import PatchFeatureExtractor
 from ..nets import alexnet, weights
 from ..ops import reference, relu_lrn_maxpool
-from .common import DTYPES, positive_int
+from .common import DTYPES, device, positive_int
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -145,5 +145,6 @@ def add_parser(commands) -> None:
                       help="AlexNet width multiplier for the pipeline (1.0: the paper's)")
     parser.add_argument("--check", type=int, default=8,
                       help="patches checked against the float64 reference (8)")
-    parser.add_argument("--device", default="cpu", help="pipeline device: cpu or cuda (cpu)")
+    parser.add_argument("--device", type=device, default="cpu",
+                        help="pipeline device: cpu or cuda (cpu)")
     parser.set_defaults(run=run)

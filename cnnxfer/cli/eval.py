@@ -16,12 +16,19 @@ from .common import (
 
 def run(args: argparse.Namespace) -> int:
     from ..nets import weights as weight_files
-    from ..transfer import AdaptationHead, ensure_features, evaluate_split
+    from ..transfer import DEFAULT_ENLARGE, ensure_features, evaluate_split
+    from ..transfer.head import check_network, load_with_header
     from ..transfer.recipe import load_task_split, write_outputs
 
-    head = AdaptationHead.load(args.head)
+    head, header = load_with_header(args.head)
     split = load_task_split(args.voc, args.split, task=args.task, classes=head.classes)
-    net = weight_files.load(args.weights) if args.weights else None
+    net = None
+    if args.weights:
+        check_network(head, weight_files.fingerprint(args.weights), f"--weights {args.weights}")
+        net = weight_files.load(args.weights)
+    # the person boxes' enlargement the head was trained with (actions)
+    enlarge = ((header.get("training") or {}).get("labels") or {}).get("enlarge",
+                                                                        DEFAULT_ENLARGE)
     settings = feature_settings(args, layer=head.layer)
     features = ensure_features([image.path for image in split.images], args.features,
                                settings=settings, net=net,
@@ -29,9 +36,10 @@ def run(args: argparse.Namespace) -> int:
                                progress=not args.quiet)
     out = Path(args.out)
     results = evaluate_split(split, features, head, out, k=args.k, metric=args.metric,
-                             maps=args.maps, progress=not args.quiet)
+                             maps=args.maps, enlarge=enlarge, progress=not args.quiet)
+    results.pop("scoring_seconds"), results.pop("maps_seconds")
     results.update({"root": str(args.voc), "head": str(args.head),
-                    "skipped": {**features.skipped,
+                    "skipped": {**features.skipped, **results.pop("unusable"),
                                 **{s["id"]: s["error"] for s in split.skipped}}})
     write_outputs(out, results)
     print(results["table_text"])

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..features import PatchFeatureExtractor
 from ..features import files as feature_files
 from ..nets import weights
-from .common import DTYPES, NAME_HELP
+from .common import DTYPES, NAME_HELP, device
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,13 +23,16 @@ def run(args: argparse.Namespace) -> int:
     net = weights.load(args.weights, name=args.name)
     extractor = PatchFeatureExtractor(net, layer=args.layer, device=args.device,
                                       dtype=DTYPES[args.dtype], conv_pooling=args.conv_pooling)
-    header = dict(layer=extractor.layer, weights=str(args.weights), dtype=args.dtype,
-                  conv_pooling=args.conv_pooling)
+    # what a rerun (and `cnnxfer train`) must find to reuse a file: the network by its
+    # contents, not by the path it was given as
+    same = dict(layer=extractor.layer, weights_sha256=weights.fingerprint(args.weights),
+                dtype=args.dtype, conv_pooling=args.conv_pooling)
+    header = dict(same, weights=str(args.weights))
     images, done = [str(image) for image in args.images], []
     if to_folder:  # one file per image, written as it is done; a rerun skips finished ones
         paths = feature_files.per_image_paths(images, args.output)
         done = [source for source in images
-                if feature_files.already_written(paths[source], source, header)]
+                if feature_files.already_written(paths[source], source, same)]
         images = [source for source in images if source not in set(done)]
         if done:
             print(f"cnnxfer extract: {len(done)} images already in {args.output}, skipped")
@@ -73,7 +76,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--conv-pooling", choices=("flatten", "max", "avg"), default="flatten",
                          help="how conv-layer maps become vectors (flatten)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (cpu)")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu or cuda (cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--name", help=NAME_HELP)
     parser.set_defaults(run=run)

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import DTYPES, scales
+from .common import DTYPES, class_names, device, positive_float, positive_int, scales
 
 
 def run(args: argparse.Namespace) -> int:
@@ -18,8 +18,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..features import PatchFeatureExtractor, load_image, paper_grid
+    from ..features.files import per_image_paths
     from ..nets import weights as weight_files
     from ..transfer import AdaptationHead, image_scores, save_overlay, score_maps
+    from ..transfer.head import check_network
 
     head = AdaptationHead.load(args.head)
     chosen = list(args.classes) if args.classes else None
@@ -27,9 +29,12 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"--classes names {unknown[0]!r}, which the head does not know; its "
                          f"classes: {', '.join(head.classes)}")
+    check_network(head, weight_files.fingerprint(args.weights), f"--weights {args.weights}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     net = weight_files.load(args.weights)
+    # one <stem>.png per image, <stem>-1.png ... where stems repeat (as feature folders do)
+    names = per_image_paths([str(p) for p in args.images], out)
     grid = functools.partial(paper_grid, scales=args.scales) if args.scales else paper_grid
     extractor = PatchFeatureExtractor(net, layer=head.layer, grid=grid, device=args.device,
                                       dtype=DTYPES[args.dtype])
@@ -46,12 +51,12 @@ def run(args: argparse.Namespace) -> int:
         probs = head.probabilities(result.features.cpu())[:, :head.num_classes]
         image = load_image(result.source)
         maps = score_maps(result.boxes, probs, image.shape[2], image.shape[1])
-        shown = chosen or [head.classes[c] for c in
-                           image_scores(probs, 5).topk(min(args.top, head.num_classes)).indices]
-        stem = Path(result.source).stem
-        save_overlay(out / f"{stem}.png", image, maps, head.classes, classes=shown)
+        shown = chosen or [head.classes[c] for c in image_scores(probs, args.k).topk(
+            min(args.top, head.num_classes)).indices]
+        name = names[result.source].with_suffix("")
+        save_overlay(name.with_suffix(".png"), image, maps, head.classes, classes=shown)
         if args.arrays:
-            np.save(out / f"{stem}.npy", maps.numpy())
+            np.save(name.with_suffix(".npy"), maps.numpy())
         written += 1
         bar.update(1)
     bar.close()
@@ -65,13 +70,16 @@ def add_parser(commands) -> None:
     parser.add_argument("--head", required=True, help="a head written by cnnxfer train")
     parser.add_argument("--weights", required=True, help="the network the head was trained on")
     parser.add_argument("--out", required=True, help="folder for <stem>.png (and .npy)")
-    parser.add_argument("--classes", type=lambda t: [c for c in t.split(",") if c],
+    parser.add_argument("--classes", type=class_names,
                         help="classes to draw, comma-separated (default: the --top scoring)")
-    parser.add_argument("--top", type=int, default=3, help="classes drawn by default (3)")
+    parser.add_argument("--top", type=positive_int, default=3,
+                        help="classes drawn by default: the best scoring ones (3)")
+    parser.add_argument("-k", type=positive_float, default=5.0,
+                        help="image score = mean over patches of y^k, ranks the classes (5)")
     parser.add_argument("--arrays", action="store_true", help="also write the maps as .npy")
     parser.add_argument("--scales", type=scales, default=None,
                         help="the grid's scales (default: the paper's nine)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (cpu)")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu or cuda (cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)

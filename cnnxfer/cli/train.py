@@ -5,6 +5,7 @@ given), and writes the head as safetensors.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .common import add_dataset_options, add_feature_options, add_training_options
@@ -32,16 +33,19 @@ def run(args: argparse.Namespace) -> int:
                                weights=str(args.weights) if args.weights else None,
                                progress=not args.quiet)
     workdir = Path(args.workdir) if args.workdir else out.with_suffix(".training")
+    unusable: dict[str, str] = {}
     head, summary = train_on_split(split, features, workdir=workdir, config=config,
-                                   labels=labels, layer=settings.layer,
-                                   network=str(args.weights or ""), net=net,
+                                   labels=labels, layer=settings.layer, net=net,
+                                   skipped=unusable,
                                    finetune=args.finetune, progress=not args.quiet)
     head.save(out, training=json_safe(summary))
     history = summary["history"]
+    for source, error in unusable.items():
+        print(f"cnnxfer train: skipped {source}: {error}", file=sys.stderr)
     print(f"wrote {out}: {len(split.classes)} classes, {summary['images']} images, "
           f"{sum(summary['labelled'])} labelled patches; best epoch {history['best_epoch'] + 1} "
           f"of {len(history['train_loss'])}, {summary['seconds']:.1f} s; "
-          f"{len(features.skipped) + len(split.skipped)} images skipped")
+          f"{len(features.skipped) + len(split.skipped) + len(unusable)} images skipped")
     return 0
 
 

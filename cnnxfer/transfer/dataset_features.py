@@ -20,6 +20,7 @@ import torch
 from ..features import PatchFeatureExtractor
 from ..features import files as feature_files
 from ..features.grids import PAPER_SCALES, paper_grid
+from ..nets.weights import fingerprint
 
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
@@ -34,11 +35,12 @@ class FeatureSettings:
     device: str = "cpu"
     scales: tuple[float, ...] = PAPER_SCALES
 
-    def header(self, weights: str) -> dict:
-        """The header fields a stored file must match to be reused (those `cnnxfer extract`
-        writes; the grid only when it is not the paper's, which extract always uses)."""
-        header = {"layer": self.layer, "weights": weights, "dtype": DTYPE_NAMES[self.dtype],
-                  "conv_pooling": "flatten"}
+    def header(self, weights_sha256: str) -> dict:
+        """The header fields a stored file must match to be reused, as `cnnxfer extract`
+        writes them: the network by its contents (nets.weights.fingerprint), and the grid only
+        when it is not the paper's, which extract always uses."""
+        header = {"layer": self.layer, "weights_sha256": weights_sha256,
+                  "dtype": DTYPE_NAMES[self.dtype], "conv_pooling": "flatten"}
         if tuple(self.scales) != PAPER_SCALES:
             header["grid"] = list(self.scales)
         return header
@@ -64,9 +66,10 @@ def ensure_features(images: Sequence[str | os.PathLike], folder: str | os.PathLi
         images: image paths; each one's file is folder/<stem>.safetensors (features.files.
             per_image_paths).
         settings: layer, dtype, device and grid of the features.
-        net, weights: the network (cnnxfer.nets.AlexNet) and the name of its weights file. A file
-            is reused when its header matches settings.header(weights). Without a network,
-            existing files of the right layer are used as they are, and a missing one is an error.
+        net, weights: the network (cnnxfer.nets.AlexNet) and its weights file. A file is reused
+            when its header matches settings.header(fingerprint of the weights). Without a
+            network, existing files of the right layer are used as they are (callers check the
+            network they came from against a head's), and a missing one is an error.
     Returns FeatureFiles; an image that cannot be decoded is reported on stderr, listed in
     `skipped` and left out of `paths` (the others go on).
     """
@@ -76,8 +79,12 @@ def ensure_features(images: Sequence[str | os.PathLike], folder: str | os.PathLi
     folder.mkdir(parents=True, exist_ok=True)
     sources = [str(image) for image in images]
     paths = feature_files.per_image_paths(sources, folder)
-    header = settings.header(weights or "") if net is not None else {"layer": settings.layer}
-    missing = [s for s in sources if not feature_files.already_written(paths[s], s, header)]
+    if net is not None:
+        same = settings.header(fingerprint(weights))
+        header = dict(same, weights=str(weights))
+    else:
+        same = header = {"layer": settings.layer}
+    missing = [s for s in sources if not feature_files.already_written(paths[s], s, same)]
     result = FeatureFiles({s: paths[s] for s in sources if s not in set(missing)})
     if not missing:
         return result

@@ -63,8 +63,9 @@ class AdaptationHead(nn.Module):
         hidden: FCa's width (2048 in the paper).
         dropout: dropout probability after FCa and after each trunk layer (0.5).
         layer: the network layer the features come from ("fc7" for a plain head).
-        network: a description of the network the features come from (its weights file),
-            recorded so that a head is not used on features of another network by mistake.
+        network: the weights file the features came from, as given (for people).
+        network_sha256: that file's fingerprint (nets.weights.fingerprint): a head is refused
+            on features of another network.
         trunk: trunk layers' initial weights, {"fc6": (weight, bias), "fc7": ...} in order;
             empty for a plain head.
     forward(x [N, D] float) -> logits [N, C + 1] in the parameters' dtype (float32).
@@ -72,6 +73,7 @@ class AdaptationHead(nn.Module):
 
     def __init__(self, in_features: int, classes: Sequence[str], *, hidden: int = 2048,
                  dropout: float = 0.5, layer: str = "fc7", network: str = "",
+                 network_sha256: str = "",
                  trunk: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None):
         super().__init__()
         classes = tuple(classes)
@@ -85,6 +87,7 @@ class AdaptationHead(nn.Module):
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.classes, self.layer, self.network = classes, layer, network
+        self.network_sha256 = network_sha256
         self.hidden, self.dropout_p = hidden, float(dropout)
         self.trunk_layers = tuple((trunk or {}).keys())
         trunk_modules, width = [], in_features
@@ -134,7 +137,8 @@ class AdaptationHead(nn.Module):
     def config(self) -> dict:
         """What load() needs besides the tensors (JSON-safe)."""
         return {"format": FORMAT, "classes": list(self.classes), "layer": self.layer,
-                "network": self.network, "in_features": self.in_features,
+                "network": self.network, "network_sha256": self.network_sha256,
+                "in_features": self.in_features,
                 "hidden": self.hidden, "dropout": self.dropout_p,
                 "trunk": list(self.trunk_layers)}
 
@@ -183,9 +187,19 @@ def load_with_header(path: str | os.PathLike) -> tuple[AdaptationHead, dict]:
         trunk[name] = (tensors[f"{key}.weight"], tensors[f"{key}.bias"])
     head = AdaptationHead(header["in_features"], header["classes"], hidden=header["hidden"],
                           dropout=header["dropout"], layer=header["layer"],
-                          network=header["network"], trunk=trunk)
+                          network=header["network"],
+                          network_sha256=header.get("network_sha256", ""), trunk=trunk)
     head.load_state_dict(tensors)
     return head, header
+
+
+def check_network(head: AdaptationHead, sha256: str | None, what: str) -> None:
+    """Refuses to use `head` on features of a network other than the one it was trained on
+    (`what` names where sha256 came from, for the message). Unknown fingerprints pass."""
+    if sha256 and head.network_sha256 and sha256 != head.network_sha256:
+        raise ValueError(f"the head was trained on features of {head.network!r} (weights "
+                         f"fingerprint {head.network_sha256}), but {what} has fingerprint "
+                         f"{sha256}: features of another network")
 
 
 def check_finetune_layer(layer: str) -> str:

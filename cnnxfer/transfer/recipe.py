@@ -27,12 +27,19 @@ from ..data.voc import VOCSplit, load_split, write_results
 from ..features.files import feature_size, read_header
 from ..features.images import load_image
 from .dataset_features import FeatureFiles, FeatureSettings, ensure_features
-from .head import AdaptationHead, check_finetune_layer, load_with_header, trunk_from_network
+from .head import (
+    AdaptationHead,
+    check_finetune_layer,
+    check_network,
+    load_with_header,
+    trunk_from_network,
+)
 from .labels import DEFAULT_ENLARGE
 from .maps import save_overlay
+from .patch_data import LabelledImage
 from .samples import labelled_images, score_split
 from .scores import PAPER_K, localization_accuracy, localization_hits, score_maps
-from .training import TrainConfig, train_head
+from .training import TrainConfig, fingerprint, settings_key, train_head
 
 
 def default_metric(root: str | Path) -> str:
@@ -81,40 +88,74 @@ class LabelSettings:
     enlarge: float = DEFAULT_ENLARGE
 
 
+def training_images(split: VOCSplit, features: FeatureFiles, labels: LabelSettings,
+                    skipped: dict[str, str] | None = None) -> list[LabelledImage]:
+    """The split's images with features, their patches labelled (samples.labelled_images);
+    an image whose JPEG and XML disagree on its size goes to `skipped`."""
+    images = labelled_images(split, features.paths,
+                             background_fraction=labels.background_fraction, seed=labels.seed,
+                             enlarge=labels.enlarge, skipped=skipped)
+    if not images:
+        raise ValueError(f"no image of split {split.split!r} has usable features: nothing to "
+                         f"train on")
+    return images
+
+
+def training_key(images: list[LabelledImage], classes, config: TrainConfig,
+                 labels: LabelSettings, layer: str, finetune: bool) -> str:
+    """What makes two trainings the same: the feature files (which name their network and
+    grid) and the labels of their patches (which follow from the split, the boxes and the
+    labelling rule), the classes and the settings. A saved head is reused only on a match."""
+    return fingerprint(images, classes, {**settings_key(config), **asdict(labels),
+                                         "layer": layer, "finetune": finetune})
+
+
 def train_on_split(split: VOCSplit, features: FeatureFiles, *, workdir: Path,
                    config: TrainConfig = TrainConfig(), labels: LabelSettings = LabelSettings(),
-                   layer: str = "fc7", network: str = "", net=None, finetune: bool = False,
+                   layer: str = "fc7", net=None, finetune: bool = False,
+                   images: list[LabelledImage] | None = None,
+                   skipped: dict[str, str] | None = None,
                    progress: bool = True) -> tuple[AdaptationHead, dict]:
-    """Trains a head on the labelled patches of `split` (features: its feature files).
+    """Trains a head on the labelled patches of `split` (features: its feature files; images:
+    training_images' result, when the caller has it already).
 
     finetune: also train copies of the network's FC layers after `layer` (conv5 or fc6
-    features; needs `net`). Returns (head, training summary: history, patch counts, seconds).
+    features; needs `net`). The head records the network of the feature files. Returns (head,
+    training summary: history, patch counts, seconds, settings, and the training_key).
     """
     start = time.perf_counter()
-    images = labelled_images(split, features.paths, background_fraction=labels.background_fraction,
-                             seed=labels.seed, enlarge=labels.enlarge)
-    if not images:
-        raise ValueError(f"no image of split {split.split!r} has features: nothing to train on")
+    if images is None:
+        images = training_images(split, features, labels, skipped)
     trunk = None
     if finetune:
         check_finetune_layer(layer)
         if net is None:
             raise ValueError("fine-tuning FC6 and FC7 needs the network's weights (--weights)")
         trunk = trunk_from_network(net, layer)
+    header = read_header(images[0].features_path)
     head, history = train_head(images, split.classes,
                                in_features=feature_size(images[0].features_path),
                                workdir=workdir, config=config, layer=layer,
-                               network=network or str(read_header(images[0].features_path)
-                                                      .get("weights", "")),
+                               network=str(header.get("weights", "")),
+                               network_sha256=str(header.get("weights_sha256", "")),
                                trunk=trunk, progress=progress)
     counts = torch.stack([torch.bincount(im.labels[im.labels >= 0],
                                          minlength=len(split.classes) + 1)
                           for im in images]).sum(0).tolist()
-    summary = {"history": asdict(history), "images": len(images),
+    summary = {"history": asdict(history), "images": len(images), "split": split.split,
                "patches": sum(len(im.labels) for im in images), "labelled": counts,
                "seconds": time.perf_counter() - start, "config": asdict(config),
-               "labels": asdict(labels)}
+               "labels": asdict(labels),
+               "key": training_key(images, split.classes, config, labels, layer, finetune)}
     return head, summary
+
+
+def check_features_network(head: AdaptationHead, features: FeatureFiles) -> None:
+    """Refuses feature files of another network than the head's (the first file's header)."""
+    first = next(iter(features.paths.values()), None)
+    if first is not None:
+        check_network(head, read_header(first).get("weights_sha256"),
+                      f"the features in {str(first.parent)!r}")
 
 
 def evaluate_split(split: VOCSplit, features: FeatureFiles, head: AdaptationHead, out: Path, *,
@@ -128,6 +169,7 @@ def evaluate_split(split: VOCSplit, features: FeatureFiles, head: AdaptationHead
     if tuple(head.classes) != tuple(split.classes):
         raise ValueError(f"the head was trained for classes {list(head.classes)}, the split has "
                          f"{list(split.classes)}")
+    check_features_network(head, features)
     metric = metric or default_metric(split.root)
     out.mkdir(parents=True, exist_ok=True)
     (out / "maps").mkdir(exist_ok=True)
@@ -135,10 +177,18 @@ def evaluate_split(split: VOCSplit, features: FeatureFiles, head: AdaptationHead
     bar = tqdm(total=len(split.images), unit="image", desc="scoring", disable=not progress)
     column = {name: c for c, name in enumerate(split.classes)}
 
+    maps_seconds = 0.0
+
     def per_image(image, boxes, probs) -> None:
+        nonlocal maps_seconds
         bar.update(1)
         if split.task != "main":
             return
+        begin = time.perf_counter()
+        localize(image, boxes, probs)
+        maps_seconds += time.perf_counter() - begin
+
+    def localize(image, boxes, probs) -> None:
         objects = [o for o in image.objects if o.name in column and not o.difficult]
         present = sorted({column[o.name] for o in objects})
         if present:  # the paper's localization check, on the present classes' maps
@@ -154,13 +204,13 @@ def evaluate_split(split: VOCSplit, features: FeatureFiles, head: AdaptationHead
             save_overlay(path, load_image(image.path), m, [split.classes[c] for c in shown])
             drawn.append(path)
 
-    start = time.perf_counter()
+    start, unusable = time.perf_counter(), {}
     try:
         scored = score_split(split, features.paths, head, k=k, enlarge=enlarge,
-                             on_image=per_image)
+                             on_image=per_image, skipped=unusable)
     finally:
         bar.close()
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - maps_seconds
     labels = split.labels()
     kept = scored.kept
     if split.task == "main":
@@ -172,17 +222,19 @@ def evaluate_split(split: VOCSplit, features: FeatureFiles, head: AdaptationHead
                       task="action", persons=persons)
     table = mean_average_precision(scored.scores[kept], labels[kept], split.classes, metric)
     results = table.to_dict()
-    results["map"] = results["map"] if not math.isnan(table.map) else None
     rows = ([(i, None) for i in range(len(split.images))] if split.task == "main"
             else split.persons())
+    # images, by path, with a sample left out of the AP (no features, or unusable ones), and
+    # the image set's entries that could not be read at all (by id)
     left_out = sorted({str(split.images[i].path)
                        for (i, _), keep in zip(rows, kept.tolist()) if not keep})
     results.update({
         "split": split.split, "task": split.task, "k": k, "samples": int(kept.sum()),
         "left_out_of_ap": left_out + [s["id"] for s in split.skipped],
+        "unusable": unusable,
         "localization": _localization(hits, split.classes),
         "maps": [str(p.relative_to(out)) for p in drawn],
-        "scoring_seconds": seconds,
+        "scoring_seconds": seconds, "maps_seconds": maps_seconds,
     })
     results["table_markdown"] = table.to_markdown()
     results["table_text"] = table.to_text()
@@ -215,39 +267,41 @@ def run_voc(root: str | Path, weights: str | Path, out: str | Path, *, task: str
     train = load_task_split(root, train_split, task=task, classes=classes)
     test = load_task_split(root, test_split, task=task, classes=train.classes, check=False)
     net = weight_files.load(weights)
-    network = str(weights)
     folder = Path(features_dir) if features_dir else out / "features"
     timing = {}
 
     features = {}
     for name, split in (("train", train), ("test", test)):
         features[name] = ensure_features([im.path for im in split.images], folder,
-                                         settings=settings, net=net, weights=network,
+                                         settings=settings, net=net, weights=weights,
                                          progress=progress)
         timing[f"features_{name}_seconds"] = features[name].seconds
         timing[f"features_{name}_computed"] = features[name].computed
 
+    unusable: dict[str, str] = {}
+    images = training_images(train, features["train"], labels, unusable)
+    key = training_key(images, train.classes, config, labels, settings.layer, finetune)
     head_path = out / "head.safetensors"
-    head, summary = _reusable_head(head_path, train.classes, settings.layer, network, config,
-                                   labels, finetune)
+    head, summary = _reusable_head(head_path, key)
     if head is None:
         head, summary = train_on_split(train, features["train"], workdir=out / "training",
                                        config=config, labels=labels, layer=settings.layer,
-                                       network=network, net=net, finetune=finetune,
+                                       net=net, finetune=finetune, images=images,
                                        progress=progress)
         head.save(head_path, training=json_safe(summary))
         timing["training_seconds"] = summary["seconds"]
     results = evaluate_split(test, features["test"], head, out, k=k, metric=metric, maps=maps,
                              enlarge=labels.enlarge, progress=progress)
     timing["scoring_seconds"] = results.pop("scoring_seconds")
+    timing["maps_seconds"] = results.pop("maps_seconds")
     timing.update(_per_image(timing, len(train.images), len(test.images)))
-    skipped = {**features["train"].skipped, **features["test"].skipped}
+    skipped = {**features["train"].skipped, **features["test"].skipped, **unusable,
+               **results.pop("unusable")}
     skipped.update({s["id"]: s["error"] for s in train.skipped + test.skipped})
     results.update({"timing": timing, "skipped": skipped, "head": str(head_path),
-                    "weights": network, "root": str(root),
+                    "weights": str(weights), "root": str(root),
                     "images": {"train": len(train.images), "test": len(test.images)},
-                    "training": {k2: v for k2, v in summary.items() if k2 != "config"}
-                    if summary else None})
+                    "training": {k2: v for k2, v in summary.items() if k2 != "config"}})
     write_outputs(out, results)
     return results
 
@@ -264,7 +318,8 @@ def _per_image(timing: dict, train_images: int, test_images: int) -> dict:
     computed = timing.get("features_train_computed", 0) + timing.get("features_test_computed", 0)
     feature_seconds = timing.get("features_train_seconds", 0) + timing.get(
         "features_test_seconds", 0)
-    per = {"scoring_per_image": timing["scoring_seconds"] / max(1, test_images)}
+    per = {"scoring_per_image": timing["scoring_seconds"] / max(1, test_images),
+           "maps_per_image": timing["maps_seconds"] / max(1, test_images)}
     if computed:
         per["features_per_image"] = feature_seconds / computed
     if "training_seconds" in timing:
@@ -272,9 +327,9 @@ def _per_image(timing: dict, train_images: int, test_images: int) -> dict:
     return per
 
 
-def _reusable_head(path: Path, classes, layer: str, network: str, config: TrainConfig,
-                   labels: LabelSettings, finetune: bool):
-    """The head at `path` when it was trained with these settings, else (None, None)."""
+def _reusable_head(path: Path, key: str):
+    """(head, its training summary) when the head at `path` was trained with this
+    training_key, else (None, None)."""
     if not path.is_file():
         return None, None
     try:
@@ -282,11 +337,7 @@ def _reusable_head(path: Path, classes, layer: str, network: str, config: TrainC
     except (ValueError, KeyError):
         return None, None
     training = header.get("training") or {}
-    same = (tuple(head.classes) == tuple(classes) and head.layer == layer
-            and head.network == network and training.get("config") == json_safe(asdict(config))
-            and training.get("labels") == json_safe(asdict(labels))
-            and bool(head.trunk_layers) == finetune)
-    return (head, training) if same else (None, None)
+    return (head, training) if training.get("key") == key else (None, None)
 
 
 def json_safe(value):

@@ -83,11 +83,27 @@ def action_labels(image: VOCImage, patches: torch.Tensor, persons: Sequence[int]
     return labels
 
 
+def check_extent(image: VOCImage, patches: torch.Tensor) -> None:
+    """Raises ValueError when the patches of `image` (a paper grid, whose last patches touch
+    the right and bottom borders) do not span the size its annotation gives: the JPEG decodes
+    to another size than <size> says, and boxes and patches would not line up."""
+    if patches.numel() == 0:
+        return
+    extent = (int(patches[:, 2].max()), int(patches[:, 3].max()))
+    if extent != (image.width, image.height):
+        raise ValueError(f"image {image.id} ({image.path}): its patches span "
+                         f"{extent[0]}x{extent[1]} pixels but its annotation says "
+                         f"{image.width}x{image.height}: the JPEG and the XML disagree")
+
+
 def labelled_images(split: VOCSplit, feature_paths: dict[str, Path], *,
                     background_fraction: float = 0.1, seed: int = 0,
-                    enlarge: float = DEFAULT_ENLARGE) -> list[LabelledImage]:
+                    enlarge: float = DEFAULT_ENLARGE,
+                    skipped: dict[str, str] | None = None) -> list[LabelledImage]:
     """A LabelledImage per image of the split that has features (feature_paths: image path ->
-    file; images without one, e.g. unreadable ones, are left out)."""
+    file; images without one, e.g. unreadable ones, are left out). An image whose patches do
+    not fit its annotation (check_extent) is left out too, and reported in `skipped`
+    (image path -> why) when given, else raised."""
     by_image: dict[int, list[int]] = {}
     if split.task == "action":
         for i, j in split.persons():
@@ -98,6 +114,13 @@ def labelled_images(split: VOCSplit, feature_paths: dict[str, Path], *,
         if path is None:
             continue
         (patches,) = load_boxes(path)
+        try:
+            check_extent(image, patches)
+        except ValueError as error:
+            if skipped is None:
+                raise
+            skipped[str(image.path)] = str(error)
+            continue
         if split.task == "main":
             labels = main_labels(image, patches, split.classes,
                                  background_fraction=background_fraction, seed=seed)
@@ -120,10 +143,12 @@ class SplitScores:
 
 
 def score_split(split: VOCSplit, feature_paths: dict[str, Path], head, *, k: float = PAPER_K,
-                enlarge: float = DEFAULT_ENLARGE, on_image=None) -> SplitScores:
+                enlarge: float = DEFAULT_ENLARGE, on_image=None,
+                skipped: dict[str, str] | None = None) -> SplitScores:
     """Scores every sample of the split: image_scores of the head's class probabilities (the
     background column dropped) over the sample's patches. on_image(image, boxes, probs) is
-    called for each image scored (maps, progress bars)."""
+    called for each image scored (maps, progress bars). An image whose patches do not fit its
+    annotation (check_extent) is not scored, and is reported in `skipped` when given."""
     classes = len(split.classes)
     if split.task == "main":
         samples = [(i, None) for i in range(len(split.images))]
@@ -139,6 +164,13 @@ def score_split(split: VOCSplit, feature_paths: dict[str, Path], head, *, k: flo
         if path is None or i not in rows_of:
             continue
         (result,), _ = load_features(path)
+        try:
+            check_extent(image, result.boxes)
+        except ValueError as error:
+            if skipped is None:
+                raise
+            skipped[str(image.path)] = str(error)
+            continue
         probs = head.probabilities(result.features)[:, :classes]
         for row, j in rows_of[i]:
             if j is None:

@@ -125,6 +125,12 @@ def split_images(images: Sequence[LabelledImage], fraction: float, seed: int
             [im for i, im in enumerate(images) if i in held])
 
 
+def settings_key(config: TrainConfig) -> dict:
+    """The settings that make two runs the same run: all but the device, which changes where
+    it runs, not what it computes (up to rounding)."""
+    return {k: v for k, v in asdict(config).items() if k != "device"}
+
+
 def fingerprint(images: Sequence[LabelledImage], classes: Sequence[str], extra: dict) -> str:
     """A digest of the training inputs (files, their sizes and times, labels) and settings: a
     checkpoint or shard set is reused only when it matches."""
@@ -149,9 +155,12 @@ def prepare_shards(images: Sequence[LabelledImage], classes: Sequence[str], work
     if manifest.is_file():
         stored = json.loads(manifest.read_text())
         if stored.get("key") == key:
-            val = stored["val"]
-            return (Shards.from_dict(folder, stored["train"]),
-                    Shards.from_dict(folder, val) if val else None)
+            train = Shards.from_dict(folder, stored["train"])
+            val = Shards.from_dict(folder, stored["val"]) if stored["val"] else None
+            if all(p.is_file() for p in train.paths + (val.paths if val else [])):
+                return train, val
+    for old in folder.glob("*-[0-9][0-9][0-9][0-9][0-9].safetensors"):
+        old.unlink()  # shards of other inputs or settings
     train_images, val_images = split_images(images, config.validation_fraction, config.seed)
     with tqdm(total=len(images), unit="image", desc="labelled patches", disable=not progress,
               leave=False) as bar:
@@ -164,6 +173,8 @@ def prepare_shards(images: Sequence[LabelledImage], classes: Sequence[str], work
     if train.total == 0:
         raise ValueError("no labelled training patches: every patch was left out (check the "
                          "boxes, the classes and background_fraction)")
+    if val is not None and val.total == 0:
+        val = None  # the held-out images have no labelled patch: nothing to validate on
     manifest.write_text(json.dumps({"key": key, "train": train.to_dict(),
                                     "val": val.to_dict() if val else None}))
     return train, val
@@ -219,7 +230,7 @@ def training_step(head: AdaptationHead, optimizer: torch.optim.Optimizer, x: tor
 
 def train_head(images: Sequence[LabelledImage], classes: Sequence[str], *, in_features: int,
                workdir: str | os.PathLike, config: TrainConfig = TrainConfig(),
-               layer: str = "fc7", network: str = "",
+               layer: str = "fc7", network: str = "", network_sha256: str = "",
                trunk: dict | None = None, progress: bool = True,
                resume: bool = True) -> tuple[AdaptationHead, History]:
     """Trains an AdaptationHead on the labelled patches of `images`.
@@ -248,7 +259,8 @@ def train_head(images: Sequence[LabelledImage], classes: Sequence[str], *, in_fe
 
     torch.manual_seed(config.seed)
     head = AdaptationHead(in_features, classes, hidden=config.hidden, dropout=config.dropout,
-                          layer=layer, network=network, trunk=trunk).to(device)
+                          layer=layer, network=network, network_sha256=network_sha256,
+                          trunk=trunk).to(device)
     optimizer = make_optimizer(head.parameters(), config)
     steps_per_epoch = sum(math.ceil(rows / config.batch_size) for rows in train.rows)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -257,7 +269,8 @@ def train_head(images: Sequence[LabelledImage], classes: Sequence[str], *, in_fe
     best_state, best_loss, start_epoch = None, math.inf, 0
 
     checkpoint_path = workdir / "checkpoint.pt"
-    key = fingerprint(images, classes, {**asdict(config), "layer": layer, "network": network,
+    key = fingerprint(images, classes, {**settings_key(config), "layer": layer,
+                                        "network": network_sha256 or network,
                                         "trunk": list((trunk or {}).keys())})
     if resume and checkpoint_path.is_file():
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
@@ -296,9 +309,10 @@ def train_head(images: Sequence[LabelledImage], classes: Sequence[str], *, in_fe
         val_loss = (evaluate_loss(head, val_stream, weights, 4 * config.batch_size, device)
                     if val is not None else float("nan"))
         history.val_loss.append(val_loss)
-        # Without validation the last epoch is the best one.
-        if val is None or val_loss < best_loss:
-            best_loss = val_loss if val is not None else best_loss
+        # Without validation the last epoch is the best one; so it is when the held-out
+        # patches are all of classes the training patches lack (zero weight: a NaN loss).
+        if val is None or math.isnan(val_loss) or val_loss < best_loss:
+            best_loss = val_loss if not math.isnan(val_loss) else best_loss
             best_state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
             history.best_epoch = epoch
         elif epoch - history.best_epoch >= config.patience:
