@@ -50,6 +50,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def at_least_one(text: str) -> float:
+    """argparse type of a factor >= 1."""
+    value = positive_float(text)
+    if value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
 def fraction(text: str) -> float:
     """argparse type of a share in [0, 1]."""
     try:
@@ -162,6 +170,9 @@ def add_training_options(parser) -> None:
     group.add_argument("--hidden", type=positive_int, default=2048, help="FCa's width (2048)")
     group.add_argument("--background-fraction", type=fraction, default=0.1,
                        help="share of background patches kept for training (0.1)")
+    group.add_argument("--enlarge", type=at_least_one, default=1.5,
+                       help="--task action: a person's patches are those at least half inside "
+                            "its box enlarged by this factor (1.5)")
     group.add_argument("--finetune", action="store_true",
                        help="also train FC6 and FC7 (needs --layer conv5 or fc6 features)")
     group.add_argument("--seed", type=int, default=0)
@@ -180,4 +191,5 @@ def training_settings(args):
                          validation_fraction=args.validation,
                          patience=args.patience, hidden=args.hidden, seed=args.seed,
                          device=args.device)
-    return config, LabelSettings(background_fraction=args.background_fraction, seed=args.seed)
+    return config, LabelSettings(background_fraction=args.background_fraction, seed=args.seed,
+                                 enlarge=args.enlarge)

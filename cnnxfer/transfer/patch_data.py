@@ -135,8 +135,6 @@ def read_shard(path: Path, buffer: torch.Tensor | None = None
     layout: an 8-byte little-endian header length, a JSON header {name: {"dtype", "shape",
     "data_offsets": [begin, end]}} and the data, offsets counted from the end of the header;
     shards are written by safetensors itself (write_shards)."""
-    import json
-
     size = path.stat().st_size
     if buffer is None or buffer.numel() < size:
         buffer = torch.empty(size, dtype=torch.uint8)
