@@ -1,6 +1,7 @@
 """Where the time of the paper's recipe goes, per image: features vs head training vs scoring.
 
-    .venv/bin/python benches/voc_timing.py [--train 24] [--test 16] [--dtype bfloat16] [--out DIR]
+    .venv/bin/python benches/voc_timing.py [--train 24] [--test 16] [--dtype bfloat16]
+                                           [--device cpu|cuda] [--out DIR]
 
 Writes a VOC-format tree of 500x375 JPEGs (VOC's common size) with coloured squares of three
 classes on noise (tests/voc_trees.py writes the XML and ImageSets; the generated VOC world of
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=24)
     parser.add_argument("--test", type=int, default=16)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="bfloat16")
+    parser.add_argument("--device", default="cpu", help="where features and training run")
     parser.add_argument("--out", help="folder (default: a temporary one)")
     args = parser.parse_args()
     root = Path(args.out or tempfile.mkdtemp(prefix="cnnxfer-voc-timing-"))
@@ -72,16 +74,19 @@ def main() -> None:
     weights.save(net, root / "net.safetensors")
     start = time.perf_counter()
     results = run_voc(tree, root / "net.safetensors", root / "out",
-                      settings=FeatureSettings(dtype=getattr(torch, args.dtype)),
-                      config=TrainConfig(epochs=10), progress=False)
+                      settings=FeatureSettings(dtype=getattr(torch, args.dtype),
+                                               device=args.device),
+                      config=TrainConfig(epochs=10, device=args.device), progress=False)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from conftest import machine
 
     timing = results["timing"]
     training = results["training"]
     print(f"machine: {machine()}")
+    if args.device.startswith("cuda"):
+        print(f"device: {torch.cuda.get_device_name()}")
     print(f"{args.train} train + {args.test} test images of 500x375, 496 patches each, "
-          f"features in {args.dtype}; {training['images']} training images, "
+          f"features in {args.dtype} on {args.device}; {training['images']} training images, "
           f"{sum(training['labelled'])} labelled patches, 10 epochs; mAP {results['map']:.3f}; "
           f"{time.perf_counter() - start:.1f} s in all")
     print(json.dumps({key: round(value, 3) for key, value in timing.items()
