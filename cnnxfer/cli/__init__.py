@@ -9,6 +9,7 @@ run(args) -> exit status.
     cnnxfer eval --voc ROOT --split test --features DIR --head HEAD.safetensors --out DIR
     cnnxfer localize --head HEAD.safetensors --weights W IMAGES... --out DIR
     cnnxfer voc --root ROOT --weights W --out DIR [--task main|action] ...
+    cnnxfer toyvoc OUT [--seed N] [--images N] [--size WxH]
 """
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import convert, demo, extract, info, localize, train, voc
+from . import convert, demo, extract, info, localize, toyvoc, train, voc
 from . import eval as evaluate
 
-SUBCOMMANDS = (demo, extract, info, convert, train, evaluate, localize, voc)
+SUBCOMMANDS = (demo, extract, info, convert, train, evaluate, localize, voc, toyvoc)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ precision as the devkit computes it.
 VOC boxes (1-based, inclusive) become cnnxfer boxes (0-based, x1/y1 exclusive) through
 :func:`voc_box` only. Built on the standard library, NumPy, Pillow (image headers) and torch.
 """
+from . import toyvoc
 from .metrics import METRICS, APTable, average_precision, mean_average_precision
 from .voc import (
     TASKS,
@@ -27,6 +28,6 @@ from .voc import (
     write_results,
 )
 
-__all__ = ["VOC_CLASSES", "VOC_ACTIONS", "TASKS", "VOCError", "VOCObject", "VOCImage", "VOCSplit",
-           "voc_box", "read_annotation", "find_classes", "load_split", "write_results", "METRICS",
-           "average_precision", "mean_average_precision", "APTable"]
+__all__ = ["toyvoc", "VOC_CLASSES", "VOC_ACTIONS", "TASKS", "VOCError", "VOCObject", "VOCImage",
+           "VOCSplit", "voc_box", "read_annotation", "find_classes", "load_split",
+           "write_results", "METRICS", "average_precision", "mean_average_precision", "APTable"]
