@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ..ops.dropout import dropout
 
 FORMAT = "cnnxfer.head/1"
 _HEADER_KEY = "cnnxfer.head"
@@ -30,24 +31,14 @@ TRUNKS = {"conv5": ("fc6", "fc7"), "fc6": ("fc7",), "fc7": ()}
 
 
 class Dropout(nn.Module):
-    """nn.Dropout, with p = 0.5 on the CPU drawn from random bytes: one byte gives eight fair
-    keep/drop draws, where torch's bernoulli_ draws one number per element (12x slower on a
-    2-core CPU, 14% of a training step of the head: benches/bench_transfer.py). Other p, and
-    GPUs (whose dropout is one fused kernel), use torch's."""
+    """nn.Dropout through ops.dropout (p = 0.5 drawn from random bytes on CPUs)."""
 
     def __init__(self, p: float = 0.5):
         super().__init__()
         self.p = float(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        if self.p != 0.5 or x.device.type != "cpu" or x.numel() % 8:
-            return F.dropout(x, self.p, True)
-        draws = torch.randint(0, 256, (x.numel() // 8, 1), dtype=torch.uint8)
-        shifts = torch.arange(8, dtype=torch.uint8)
-        keep = ((draws >> shifts) & 1).view(x.shape)
-        return x * (keep.to(x.dtype) * 2.0)
+        return dropout(x, self.p, self.training)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
