@@ -10,6 +10,7 @@ run(args) -> exit status.
     cnnxfer localize --head HEAD.safetensors --weights W IMAGES... --out DIR
     cnnxfer voc --root ROOT --weights W --out DIR [--task main|action] ...
     cnnxfer toyvoc OUT [--seed N] [--images N] [--size WxH]
+    cnnxfer pretrain WORLD/source.safetensors [--epochs 12] [--width 0.25]
 """
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import convert, demo, extract, info, localize, toyvoc, train, voc
+from . import convert, demo, extract, info, localize, pretrain, toyvoc, train, voc
 from . import eval as evaluate
 
-SUBCOMMANDS = (demo, extract, info, convert, train, evaluate, localize, voc, toyvoc)
+SUBCOMMANDS = (demo, extract, info, convert, train, evaluate, localize, voc, toyvoc,
+               pretrain)
 
 
 def build_parser() -> argparse.ArgumentParser:
