@@ -1,0 +1,147 @@
+"""The rows the paper compares its method with, on a VOC-format split:
+
+- scratch: the same network layout trained from scratch on the target's training patches only
+  (labelled by the same rule, background included), then scored as the method is: image score =
+  mean over the image's patches of y^k. No source task.
+- whole image: the pretrained network's FC7 of the whole image (one feature per image, resized
+  to the network's input), with the same adaptation layers trained on the image labels
+  (multi-label: a sigmoid per class). No patches.
+- chance: random scores, for scale.
+
+Each returns scores [N, C] of the test split's images, to be evaluated like the method's.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..data.voc import VOCSplit
+from ..features.grids import PAPER_SCALES, paper_grid
+from ..features.images import load_image
+from ..nets import alexnet, trainable
+from ..ops import extract_patches
+from .head import Dropout
+from .samples import main_labels
+from .scores import PAPER_K, image_scores
+
+
+def _patches(net, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """float32 [K, 3, S, S] network inputs of the boxes of one uint8 image."""
+    prep = net.preprocessing
+    return extract_patches(image, boxes, size=net.arch.input_size, mean=prep.mean, std=prep.std,
+                           out_dtype=torch.float32, reverse_channels=prep.reverse_channels)
+
+
+def scratch_scores(train: VOCSplit, test: VOCSplit, *, like, scales=PAPER_SCALES,
+                   epochs: int = 12, batch_size: int = 64, lr: float = 0.01,
+                   background_fraction: float = 0.1, seed: int = 0, k: float = PAPER_K,
+                   progress: bool = True) -> tuple[torch.Tensor, dict]:
+    """(scores [N_test, C], summary): a network of `like`'s layout, width and input size (its
+    preprocessing too), trained from scratch on the labelled patches of `train`."""
+    from tqdm import tqdm
+
+    grid = functools.partial(paper_grid, scales=tuple(scales))
+    classes = train.classes
+    inputs, targets = [], []
+    for image in tqdm(train.images, desc="scratch: patches", unit="image", leave=False,
+                      disable=not progress):
+        pixels = load_image(image.path)
+        boxes = grid(pixels.shape[2], pixels.shape[1])
+        labels = main_labels(image, boxes, classes, background_fraction=background_fraction,
+                             seed=seed)
+        keep = labels >= 0
+        if bool(keep.any()):
+            inputs.append(_patches(like, pixels, boxes[keep]))
+            targets.append(labels[keep])
+    x, y = torch.cat(inputs), torch.cat(targets)
+    # as the source network: its layout at its width, with the target's classes + background
+    net = alexnet(like.arch.name, width=_width_of(like), input_size=like.arch.input_size,
+                  num_classes=len(classes) + 1, preprocessing=like.preprocessing)
+    trainable.initialize(net, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    steps = epochs * math.ceil(len(y) / batch_size)
+    warmup = max(1, steps // epochs)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup)
+        * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+    counts = torch.bincount(y, minlength=len(classes) + 1).double()
+    weights = torch.where(counts > 0, counts.sum() / (counts.clamp(min=1) * (counts > 0).sum()),
+                          0).float()
+    for epoch in range(epochs):
+        torch.manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(len(y), generator=generator)
+        for begin in tqdm(range(0, len(y), batch_size), desc=f"scratch {epoch + 1}/{epochs}",
+                          unit="batch", leave=False, disable=not progress):
+            rows = order[begin:begin + batch_size]
+            batch = x[rows]
+            flip = torch.rand(len(rows), generator=generator) < 0.5
+            batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
+            loss = F.cross_entropy(trainable.forward(net, batch, dropout=0.0), y[rows],
+                                   weight=weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    scores = torch.zeros(len(test.images), len(classes))
+    with torch.no_grad():
+        for row, image in enumerate(tqdm(test.images, desc="scratch: scoring", unit="image",
+                                         leave=False, disable=not progress)):
+            pixels = load_image(image.path)
+            patches = _patches(net, pixels, grid(pixels.shape[2], pixels.shape[1]))
+            probs = torch.softmax(trainable.forward(net, patches, training=False), dim=1)
+            scores[row] = image_scores(probs[:, :len(classes)], k)
+    return scores, {"patches": int(len(y)), "epochs": epochs}
+
+
+def _width_of(net) -> float:
+    """The width multiplier of a network of the family (its conv1 against the full layout)."""
+    full = alexnet(net.arch.name, num_classes=None).arch.convs[0].out_channels
+    return net.arch.convs[0].out_channels / full
+
+
+def whole_image_scores(train: VOCSplit, test: VOCSplit, net, *, layer: str = "fc7",
+                       epochs: int = 60, lr: float = 0.01, hidden: int = 2048, seed: int = 0,
+                       progress: bool = True) -> torch.Tensor:
+    """scores [N_test, C]: the adaptation layers on one `layer` feature per image (the whole
+    image resized to the network's input), trained on the image labels of `train` (a sigmoid
+    per class; labels 0, 'difficult only', are left out of the loss)."""
+    from tqdm import tqdm
+
+    def features(split: VOCSplit) -> torch.Tensor:
+        rows = []
+        for image in tqdm(split.images, desc="whole images", unit="image", leave=False,
+                          disable=not progress):
+            pixels = load_image(image.path)
+            box = torch.tensor([[0, 0, pixels.shape[2], pixels.shape[1]]])
+            rows.append(net(_patches(net, pixels, box), layer))
+        return torch.cat(rows)
+
+    x_train, x_test = features(train), features(test)
+    labels = train.labels().float()
+    target, mask = (labels > 0).float(), (labels != 0).float()
+    torch.manual_seed(seed)
+    # the adaptation layers' shape (FCa + ReLU + dropout, FCb), one sigmoid per class: an image
+    # may hold several classes, and there is no background class for whole images
+    head = torch.nn.Sequential(torch.nn.Linear(x_train.shape[1], hidden), torch.nn.ReLU(),
+                               Dropout(0.5), torch.nn.Linear(hidden, len(train.classes)))
+    optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    head.train()
+    for _ in range(epochs):  # the whole training set is one batch: a few dozen images
+        loss = (F.binary_cross_entropy_with_logits(head(x_train), target, reduction="none")
+                * mask).sum() / mask.sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    head.eval()
+    with torch.no_grad():
+        return torch.sigmoid(head(x_test))
+
+
+def chance_scores(test: VOCSplit, *, seed: int = 0) -> torch.Tensor:
+    """scores [N_test, C]: uniform random numbers."""
+    return torch.rand(len(test.images), len(test.classes),
+                      generator=torch.Generator().manual_seed(seed))
