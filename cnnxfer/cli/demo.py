@@ -1,6 +1,6 @@
 """`cnnxfer demo`: the fused ReLU + LRN + max-pool against plain PyTorch, then the whole feature
 pipeline (a generated JPEG, a randomly initialized AlexNet) against the reference, with speed
-ratios. Exits non-zero on a mismatch.
+ratios. Exits non-zero on a mismatch. (The paper's whole comparison is `cnnxfer compare`.)
 """
 from __future__ import annotations
 
