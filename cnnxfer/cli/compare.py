@@ -48,7 +48,7 @@ def add_parser(commands) -> None:
                         help="the scenes' size, WxH (160x120)")
     parser.add_argument("--source-images", type=positive_int, default=4000,
                         help="labelled images of the source task (4000)")
-    parser.add_argument("--pretrain-epochs", type=positive_int, default=12)
+    parser.add_argument("--pretrain-epochs", type=positive_int, default=24)
     parser.add_argument("--weights", help="a real source network (with --voc)")
     parser.add_argument("--voc", help="a real VOCdevkit year folder (with --weights)")
     parser.add_argument("--device", type=device, default="cpu")

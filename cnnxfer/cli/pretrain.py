@@ -34,7 +34,7 @@ def add_parser(commands) -> None:
                         default="alexnet")
     parser.add_argument("--width", type=positive_float, default=0.25,
                         help="width multiplier of the layout (0.25)")
-    parser.add_argument("--epochs", type=positive_int, default=12)
+    parser.add_argument("--epochs", type=positive_int, default=24)
     parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--lr", type=positive_float, default=0.02)
     parser.add_argument("--seed", type=int, default=0)

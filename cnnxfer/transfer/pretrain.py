@@ -38,7 +38,7 @@ class PretrainConfig:
 
     arch: str = "alexnet"
     width: float = 0.25
-    epochs: int = 12
+    epochs: int = 24
     batch_size: int = 128
     lr: float = 0.02
     warmup_epochs: float = 1.0
