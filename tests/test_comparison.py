@@ -32,7 +32,8 @@ def test_compare_runs_every_row_end_to_end(tmp_path, monkeypatch, capsys):
     again = json.loads((out / "results.json").read_text())
     assert again["notes"]["world"] == "reused" and again["notes"]["pretrain"].startswith(
         "reused")
-    assert again["rows"]["transfer_patches"] == results["rows"]["transfer_patches"]
+    assert again["notes"]["scratch"] == "network reused"
+    assert again["rows"] == results["rows"]
 
 
 def test_weights_and_voc_go_together(tmp_path, capsys):

@@ -13,7 +13,10 @@ Each returns scores [N, C] of the test split's images, to be evaluated like the 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +25,7 @@ from ..data.voc import VOCSplit
 from ..features.grids import PAPER_SCALES, paper_grid
 from ..features.images import load_image
 from ..nets import alexnet, trainable
+from ..nets import weights as weight_files
 from ..ops import extract_patches
 from .head import Dropout
 from .samples import main_labels
@@ -35,15 +39,57 @@ def _patches(net, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
                            out_dtype=torch.float32, reverse_channels=prep.reverse_channels)
 
 
+def _scratch_key(train: VOCSplit, like, settings: dict) -> str:
+    """What makes two scratch trainings the same: the training images (files and objects),
+    the layout, the preprocessing and the settings."""
+    digest = hashlib.sha256(json.dumps({"classes": list(train.classes),
+                                        "arch": like.arch.to_dict(),
+                                        "prep": like.preprocessing.to_dict(), **settings},
+                                       sort_keys=True).encode())
+    for image in train.images:
+        stat = image.path.stat()
+        digest.update(f"{image.path}|{stat.st_size}|{stat.st_mtime_ns}|{image.objects}".encode())
+    return digest.hexdigest()[:16]
+
+
 def scratch_scores(train: VOCSplit, test: VOCSplit, *, like, scales=PAPER_SCALES,
                    epochs: int = 12, batch_size: int = 64, lr: float = 0.01,
                    background_fraction: float = 0.1, seed: int = 0, k: float = PAPER_K,
+                   cache: str | Path | None = None,
                    progress: bool = True) -> tuple[torch.Tensor, dict]:
     """(scores [N_test, C], summary): a network of `like`'s layout, width and input size (its
-    preprocessing too), trained from scratch on the labelled patches of `train`."""
-    from tqdm import tqdm
+    preprocessing too), trained from scratch on the labelled patches of `train`. With `cache`
+    (a .safetensors path), the trained network is kept there and reused by a later call with
+    the same training images and settings."""
 
     grid = functools.partial(paper_grid, scales=tuple(scales))
+    classes = train.classes
+    key = _scratch_key(train, like, {"scales": list(scales), "epochs": epochs,
+                                     "batch_size": batch_size, "lr": lr, "seed": seed,
+                                     "background_fraction": background_fraction})
+    cache = Path(cache) if cache else None
+    if cache is not None and cache.is_file() and cache.with_suffix(".json").is_file():
+        stored = json.loads(cache.with_suffix(".json").read_text())
+        if stored.get("key") == key:
+            net = weight_files.load(cache)
+            return _score(net, test, grid, len(classes), k, progress), {**stored,
+                                                                        "cached": True}
+    summary = _train_scratch(train, like, grid, epochs=epochs, batch_size=batch_size, lr=lr,
+                             background_fraction=background_fraction, seed=seed,
+                             progress=progress)
+    net = summary.pop("net")
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        weight_files.save(net, cache)
+        cache.with_suffix(".json").write_text(json.dumps({**summary, "key": key}))
+    return _score(net, test, grid, len(classes), k, progress), {**summary, "cached": False}
+
+
+def _train_scratch(train: VOCSplit, like, grid, *, epochs: int, batch_size: int, lr: float,
+                   background_fraction: float, seed: int, progress: bool) -> dict:
+    """{"net": the trained network, "patches": labelled patches, "epochs": epochs}."""
+    from tqdm import tqdm
+
     classes = train.classes
     inputs, targets = [], []
     for image in tqdm(train.images, desc="scratch: patches", unit="image", leave=False,
@@ -86,15 +132,22 @@ def scratch_scores(train: VOCSplit, test: VOCSplit, *, like, scales=PAPER_SCALES
             loss.backward()
             optimizer.step()
             schedule.step()
-    scores = torch.zeros(len(test.images), len(classes))
-    with torch.no_grad():
-        for row, image in enumerate(tqdm(test.images, desc="scratch: scoring", unit="image",
-                                         leave=False, disable=not progress)):
-            pixels = load_image(image.path)
-            patches = _patches(net, pixels, grid(pixels.shape[2], pixels.shape[1]))
-            probs = torch.softmax(trainable.forward(net, patches, training=False), dim=1)
-            scores[row] = image_scores(probs[:, :len(classes)], k)
-    return scores, {"patches": int(len(y)), "epochs": epochs}
+    return {"net": net, "patches": int(len(y)), "epochs": epochs}
+
+
+def _score(net, test: VOCSplit, grid, classes: int, k: float, progress: bool) -> torch.Tensor:
+    """scores [N, C]: image_scores of the network's class probabilities over each test
+    image's patches (its frozen forward: the engine, no gradients)."""
+    from tqdm import tqdm
+
+    scores = torch.zeros(len(test.images), classes)
+    for row, image in enumerate(tqdm(test.images, desc="scratch: scoring", unit="image",
+                                     leave=False, disable=not progress)):
+        pixels = load_image(image.path)
+        patches = _patches(net, pixels, grid(pixels.shape[2], pixels.shape[1]))
+        probs = torch.softmax(net(patches), dim=1)
+        scores[row] = image_scores(probs[:, :classes], k)
+    return scores
 
 
 def _width_of(net) -> float:

@@ -120,8 +120,11 @@ def compare(out: str | Path, settings: DemoSettings = DemoSettings(), *,
     begin = time.perf_counter()
     scores["scratch"], scratch = scratch_scores(train, test, like=net, scales=settings.scales,
                                                 epochs=settings.scratch_epochs,
-                                                seed=settings.seed, progress=progress)
+                                                seed=settings.seed,
+                                                cache=out / "scratch.safetensors",
+                                                progress=progress)
     seconds["scratch"] = time.perf_counter() - begin
+    notes["scratch"] = "network reused" if scratch.pop("cached") else "network trained"
     begin = time.perf_counter()
     scores["transfer_whole_image"] = whole_image_scores(train, test, net, seed=settings.seed,
                                                         hidden=settings.hidden,
