@@ -11,15 +11,21 @@ NAME_HELP = ("architecture of a bare state_dict with cnnxfer names (alexnet, caf
              "torchvision); stored or recognized weights need none")
 
 
+def _number(text: str, parse, expected: str, ok) -> int | float:
+    """text parsed by `parse` (int or float), or argparse's usage error 'expected ..., got ...'
+    for a non-number or a value that fails `ok`."""
+    try:
+        value = parse(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type of a count: a clear usage error for 0, negatives and non-numbers."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
-    return value
+    return _number(text, int, "a positive int", lambda v: v > 0)
 
 
 def device(text: str) -> str:
@@ -41,13 +47,7 @@ def device(text: str) -> str:
 
 def positive_float(text: str) -> float:
     """argparse type of a rate or factor: a clear usage error for 0, negatives and non-numbers."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
+    return _number(text, float, "a positive number", lambda v: 0 < v < float("inf"))
 
 
 def at_least_one(text: str) -> float:
@@ -60,13 +60,7 @@ def at_least_one(text: str) -> float:
 
 def fraction(text: str) -> float:
     """argparse type of a share in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
-    return value
+    return _number(text, float, "a number in [0, 1]", lambda v: 0.0 <= v <= 1.0)
 
 
 def held_out_share(text: str) -> float:
@@ -79,13 +73,7 @@ def held_out_share(text: str) -> float:
 
 def non_negative_int(text: str) -> int:
     """argparse type of a count that may be 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {value}")
-    return value
+    return _number(text, int, "an int >= 0", lambda v: v >= 0)
 
 
 def scales(text: str) -> tuple[float, ...]:

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from ..data.voc import VOCSplit
 from ..features.grids import PAPER_SCALES, paper_grid
 from ..features.images import load_image
-from ..nets import alexnet, trainable
+from ..nets import AlexNet, trainable
 from ..nets import weights as weight_files
 from ..ops import extract_patches
 from .head import Dropout
@@ -104,8 +105,7 @@ def _train_scratch(train: VOCSplit, like, grid, *, epochs: int, batch_size: int,
             targets.append(labels[keep])
     x, y = torch.cat(inputs), torch.cat(targets)
     # as the source network: its layout at its width, with the target's classes + background
-    net = alexnet(like.arch.name, width=_width_of(like), input_size=like.arch.input_size,
-                  num_classes=len(classes) + 1, preprocessing=like.preprocessing)
+    net = AlexNet(replace(like.arch, num_classes=len(classes) + 1), like.preprocessing)
     trainable.initialize(net, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
@@ -148,12 +148,6 @@ def _score(net, test: VOCSplit, grid, classes: int, k: float, progress: bool) ->
         probs = torch.softmax(net(patches), dim=1)
         scores[row] = image_scores(probs[:, :classes], k)
     return scores
-
-
-def _width_of(net) -> float:
-    """The width multiplier of a network of the family (its conv1 against the full layout)."""
-    full = alexnet(net.arch.name, num_classes=None).arch.convs[0].out_channels
-    return net.arch.convs[0].out_channels / full
 
 
 def whole_image_scores(train: VOCSplit, test: VOCSplit, net, *, layer: str = "fc7",

@@ -112,9 +112,8 @@ def compare(out: str | Path, settings: DemoSettings = DemoSettings(), *,
                        maps=4, progress=progress)
     seconds["transfer_patches"] = time.perf_counter() - begin
     timing = transfer["timing"]
-    computed = timing.get("features_train_computed", 0) + timing.get("features_test_computed", 0)
-    feature_seconds = timing.get("features_train_seconds", 0) + timing.get(
-        "features_test_seconds", 0)
+    patches = timing["features_train_patches"] + timing["features_test_patches"]
+    feature_seconds = timing["features_train_seconds"] + timing["features_test_seconds"]
     rows = {"transfer_patches": {"map": transfer["map"], "ap": transfer["ap"]}}
 
     begin = time.perf_counter()
@@ -137,20 +136,13 @@ def compare(out: str | Path, settings: DemoSettings = DemoSettings(), *,
     seconds["total"] = time.perf_counter() - start
     results = {"rows": {name: rows[name] for name in ROWS}, "seconds": seconds,
                "classes": list(test.classes), "metric": "voc07", "notes": notes,
-               "patches_per_second": computed * _patches_per_image(transfer) / feature_seconds
-               if feature_seconds else None,
+               # patches computed by this run (none when every feature file was reused)
+               "patches_per_second": patches / feature_seconds if patches else None,
                "images": {"trainval": len(train.images), "test": len(test.images)},
                "scratch": scratch, "machine": machine(), "settings": json_safe(asdict(settings))}
     (out / "results.json").write_text(json.dumps(json_safe(results), indent=1) + "\n")
     (out / "report.md").write_text(report(results))
     return results
-
-
-def _patches_per_image(transfer: dict) -> float:
-    training = transfer.get("training") or {}
-    if training.get("images"):
-        return training["patches"] / training["images"]
-    return 0.0
 
 
 def machine() -> str:

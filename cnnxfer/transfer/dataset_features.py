@@ -49,11 +49,13 @@ class FeatureSettings:
 @dataclass
 class FeatureFiles:
     """Where each image's features are (by image path), the images that could not be read
-    (path -> error), and the time spent computing the missing ones."""
+    (path -> error), and, for the ones computed here, how many images and patches and the
+    time it took."""
 
     paths: dict[str, Path]
     skipped: dict[str, str] = field(default_factory=dict)
     computed: int = 0
+    patches: int = 0
     seconds: float = 0.0
 
 
@@ -110,6 +112,7 @@ def ensure_features(images: Sequence[str | os.PathLike], folder: str | os.PathLi
             feature_files.save_features(paths[features.source], [features], **header)
             result.paths[features.source] = paths[features.source]
             result.computed += 1
+            result.patches += len(features.boxes)
             bar.update(1)
     finally:
         bar.close()

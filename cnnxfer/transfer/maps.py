@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..ops.arguments import real
+
 __all__ = ["save_overlay"]
 
 _COLUMNS = 4               # panels per row; more classes wrap onto further rows
@@ -206,9 +208,7 @@ def _index_or_none(item) -> int | None:
 
 
 def _alpha(alpha) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        raise TypeError(f"alpha must be a real number in [0, 1], got {alpha!r}")
-    value = float(alpha)
+    value = real("alpha", alpha)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"alpha must be in [0, 1] (the maps' opacity), got {alpha!r}")
     return value

@@ -277,6 +277,7 @@ def run_voc(root: str | Path, weights: str | Path, out: str | Path, *, task: str
                                          progress=progress)
         timing[f"features_{name}_seconds"] = features[name].seconds
         timing[f"features_{name}_computed"] = features[name].computed
+        timing[f"features_{name}_patches"] = features[name].patches
 
     unusable: dict[str, str] = {}
     images = training_images(train, features["train"], labels, unusable)

@@ -20,9 +20,9 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import torch
 
-from ..ops.arguments import integer
+from ..ops.arguments import integer, real
 from ..ops.boxes import check_boxes
-from .labels import _as_tensor, _index_vector, _positive_int, _real
+from .labels import _as_tensor, _index_vector
 
 __all__ = ["PAPER_K", "image_scores", "score_maps", "localization_hits", "localization_accuracy"]
 
@@ -51,7 +51,7 @@ def image_scores(patch_probs, k: float = PAPER_K, *, counts=None) -> torch.Tenso
         when k is not positive, or when counts is negative or does not sum to M.
     """
     probs = _probabilities(patch_probs)
-    power = _real("k", k)
+    power = real("k", k)
     if power <= 0:
         raise ValueError(f"k must be a positive number (the exponent of y(C | P); 1 is the "
                          f"mean), got {k!r}")
@@ -86,8 +86,8 @@ def score_maps(boxes, patch_probs, width: int, height: int) -> torch.Tensor:
     the largest running sum in every pixel they pass. Memory: two [C, H+1, W+1] float64
     buffers; time O(K·C + C·H·W).
     """
-    w = _positive_int("width", width)
-    h = _positive_int("height", height)
+    w = integer("width", width, what="a positive integer", minimum=1)
+    h = integer("height", height, what="a positive integer", minimum=1)
     table = check_boxes(boxes, w, h)
     probs = _scores(patch_probs, table.shape[0])
     device = probs.device
