@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: creates .venv, installs the pinned dependencies, builds
 # cnnxfer's compiled ops, then runs what was asked:
-#   ./dev.sh demo     the fused op against plain PyTorch on random data, with the speed ratio
+#   ./dev.sh demo     the paper's comparison on a generated world (cnnxfer demo; arguments follow)
 #   ./dev.sh test     ruff, then the test suite (what CI runs); pytest arguments follow, e.g.
 #                     ./dev.sh test -m "not slow"   (the default tier only)
 #   ./dev.sh bench    pytest benches/ --benchmark

@@ -11,8 +11,8 @@ from cnnxfer.ops import library
 
 
 @pytest.mark.slow
-def test_demo_runs_checks_and_prints_ratio(capsys):
-    assert cli.main(["demo", "--batch", "2", "--repeats", "1", "--cpu", "--no-pipeline"]) == 0
+def test_check_runs_the_fused_op_and_prints_ratio(capsys):
+    assert cli.main(["check", "--batch", "2", "--repeats", "1", "--cpu", "--no-pipeline"]) == 0
     out = capsys.readouterr().out
     assert "max abs error vs float64 reference" in out
     assert "cnnxfer is" in out and "faster" in out
@@ -21,23 +21,23 @@ def test_demo_runs_checks_and_prints_ratio(capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_demo_pipeline_checks_features_against_the_reference(capsys, dtype):
-    assert cli.main(["demo", "--batch", "2", "--repeats", "1", "--cpu", "--width", "0.125",
+def test_check_pipeline_compares_features_with_the_reference(capsys, dtype):
+    assert cli.main(["check", "--batch", "2", "--repeats", "1", "--cpu", "--width", "0.125",
                      "--check", "3", "--dtype", dtype]) == 0
     out = capsys.readouterr().out
     assert "feature pipeline: 500x375 JPEG -> 496 multi-scale patches" in out
     assert "relative error of the first 3 patches" in out and "s/image" in out
 
 
-def test_demo_rejects_bad_batch():
+def test_check_rejects_bad_batch():
     with pytest.raises(SystemExit):
-        cli.main(["demo", "--batch", "0"])
+        cli.main(["check", "--batch", "0"])
 
 
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "cnnxfer.cli", "--help"], capture_output=True,
                             text=True, timeout=120)
-    assert result.returncode == 0 and "demo" in result.stdout
+    assert result.returncode == 0 and "demo" in result.stdout and "check" in result.stdout
 
 
 def test_missing_library_says_why_and_how_to_fix(monkeypatch):

@@ -4,8 +4,8 @@ run(args) -> exit status.
     cnnxfer extract --weights W IMAGES... -o OUT.safetensors|OUT.npz|FOLDER [--layer fc7] ...
     cnnxfer info W
     cnnxfer convert IN OUT.safetensors
-    cnnxfer demo [--dtype float32|bfloat16] [--no-pipeline] [--width 1.0] [--compile] ...
-    cnnxfer compare [--out DIR] [--seed N] [--images N] [--weights W --voc ROOT]
+    cnnxfer demo [--out DIR] [--seed N] [--images N] [--size WxH] [--weights W --voc ROOT]
+    cnnxfer check [--dtype float32|bfloat16] [--no-pipeline] [--width 1.0] [--compile] ...
     cnnxfer train --voc ROOT --split trainval --features DIR --out HEAD.safetensors [--weights W]
     cnnxfer eval --voc ROOT --split test --features DIR --head HEAD.safetensors --out DIR
     cnnxfer localize --head HEAD.safetensors --weights W IMAGES... --out DIR
@@ -19,11 +19,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import compare, convert, demo, extract, info, localize, pretrain, toyvoc, train, voc
+from . import check, convert, demo, extract, info, localize, pretrain, toyvoc, train, voc
 from . import eval as evaluate
 
 SUBCOMMANDS = (demo, extract, info, convert, train, evaluate, localize, voc, toyvoc, pretrain,
-               compare)
+               check)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,8 +4,8 @@
   (labelled by the same rule, background included), then scored as the method is: image score =
   mean over the image's patches of y^k. No source task.
 - whole image: the pretrained network's FC7 of the whole image (one feature per image, resized
-  to the network's input), with the same adaptation layers trained on the image labels
-  (multi-label: a sigmoid per class). No patches.
+  to the network's input), standardized, with the same adaptation layers trained on the image
+  labels (multi-label: a sigmoid per class). No patches.
 - chance: random scores, for scale.
 
 Each returns scores [N, C] of the test split's images, to be evaluated like the method's.
@@ -168,6 +168,10 @@ def whole_image_scores(train: VOCSplit, test: VOCSplit, net, *, layer: str = "fc
         return torch.cat(rows)
 
     x_train, x_test = features(train), features(test)
+    # standardized with the training images' statistics: on raw FC7 (mostly zeros, a few large
+    # units) the head did not even fit its own training images (docs/demo-notes.md)
+    mean, std = x_train.mean(dim=0), x_train.std(dim=0) + 1e-3
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     labels = train.labels().float()
     target, mask = (labels > 0).float(), (labels != 0).float()
     torch.manual_seed(seed)
