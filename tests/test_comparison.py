@@ -49,3 +49,34 @@ def test_demo_beats_chance_end_to_end_and_reruns_warm(tmp_path, monkeypatch, cap
 def test_weights_and_voc_go_together(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--weights", "w.safetensors"]) == 2
     assert "--weights and --voc go together" in capsys.readouterr().err
+
+
+def test_rows_are_checked(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--rows", "scratch,chance"])
+    assert "rows: expected transfer_patches" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--rows", "transfer_patches,bogus"])
+
+
+@pytest.mark.slow
+def test_weights_and_voc_run_the_comparison_on_that_tree(tmp_path, capsys):
+    """The real-data path: a network and a VOC-format tree given, nothing generated or
+    pretrained; --rows leaves out the costly scratch row."""
+    from cnnxfer.data import toyvoc
+    from cnnxfer.nets import alexnet, trainable, weights
+
+    world = toyvoc.generate(tmp_path / "world", seed=3, images=16, size=(96, 72),
+                            source_images=20, progress=False)
+    net = alexnet("alexnet", width=0.125, input_size=64, num_classes=10)
+    trainable.initialize(net, seed=0)
+    weights.save(net, tmp_path / "net.safetensors")
+    out = tmp_path / "run"
+    assert main(["demo", "--out", str(out), "--weights", str(tmp_path / "net.safetensors"),
+                 "--voc", str(world.root), "--rows", "transfer_patches,chance",
+                 "--head-epochs", "1", "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["rows"]) == ["transfer_patches", "chance"]
+    assert "world" not in results["seconds"] and "pretrain" not in results["seconds"]
+    assert not (out / "world").exists() and results["scratch"] is None
+    assert "| transfer_patches |" in capsys.readouterr().out

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import argparse
 
-from ..transfer.comparison import DemoSettings
+from ..transfer.comparison import ROWS, DemoSettings, compare, table
 from .common import device, positive_int
 from .toyvoc import image_size
 
 
+def rows(text: str) -> tuple[str, ...]:
+    """--rows: names from ROWS, comma-separated, transfer_patches among them."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    try:
+        DemoSettings(rows=names)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..transfer.comparison import compare, table
     from ..transfer.pretrain import PretrainConfig
 
     if (args.weights is None) != (args.voc is None):
@@ -24,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
                             source_images=args.source_images,
                             pretrain=PretrainConfig(epochs=args.pretrain_epochs),
                             head_epochs=args.head_epochs, scratch_epochs=args.scratch_epochs,
-                            device=args.device)
+                            rows=args.rows, device=args.device)
     results = compare(args.out, settings, weights=args.weights, voc=args.voc,
                       progress=not args.quiet)
     print(table(results))
@@ -44,12 +53,12 @@ def add_parser(commands) -> None:
                      "transfer vs scratch vs whole image vs chance")
     parser.add_argument("--out", default="cnnxfer-demo", help="output folder (cnnxfer-demo)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--images", type=positive_int, default=200,
-                        help="target scenes of the world (200)")
-    parser.add_argument("--size", type=image_size, default=(160, 120),
-                        help="the scenes' size, WxH (160x120)")
-    parser.add_argument("--source-images", type=positive_int, default=4000,
-                        help="labelled images of the source task (4000)")
+    parser.add_argument("--images", type=positive_int, default=defaults.images,
+                        help=f"target scenes of the world ({defaults.images})")
+    parser.add_argument("--size", type=image_size, default=defaults.size,
+                        help="the scenes' size, WxH ({}x{})".format(*defaults.size))
+    parser.add_argument("--source-images", type=positive_int, default=defaults.source_images,
+                        help=f"labelled images of the source task ({defaults.source_images})")
     parser.add_argument("--pretrain-epochs", type=positive_int,
                         default=defaults.pretrain.epochs,
                         help=f"source network's epochs ({defaults.pretrain.epochs})")
@@ -57,6 +66,9 @@ def add_parser(commands) -> None:
                         help=f"adaptation layers' epochs ({defaults.head_epochs})")
     parser.add_argument("--scratch-epochs", type=positive_int, default=defaults.scratch_epochs,
                         help=f"the scratch network's epochs ({defaults.scratch_epochs})")
+    parser.add_argument("--rows", type=rows, default=ROWS,
+                        help=f"comma-separated rows to compute, transfer_patches among them "
+                             f"({','.join(ROWS)})")
     parser.add_argument("--weights", help="a real source network (with --voc)")
     parser.add_argument("--voc", help="a real VOCdevkit year folder (with --weights)")
     parser.add_argument("--device", type=device, default="cpu")

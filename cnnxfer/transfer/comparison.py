@@ -51,6 +51,15 @@ class DemoSettings:
     hidden: int = 1024
     scratch_epochs: int = 12
     device: str = "cpu"
+    # the rows to compute; transfer_patches always runs (on a real VOCdevkit tree, scratch is
+    # the costly one: a whole network trained on every labelled patch)
+    rows: tuple[str, ...] = ROWS
+
+    def __post_init__(self):
+        unknown = [row for row in self.rows if row not in ROWS]
+        if unknown or "transfer_patches" not in self.rows:
+            raise ValueError(f"rows: expected transfer_patches and any of {', '.join(ROWS[1:])};"
+                             f" got {', '.join(self.rows) or 'none'}")
 
 
 def _world(out: Path, settings: DemoSettings, progress: bool):
@@ -116,25 +125,30 @@ def compare(out: str | Path, settings: DemoSettings = DemoSettings(), *,
     feature_seconds = timing["features_train_seconds"] + timing["features_test_seconds"]
     rows = {"transfer_patches": {"map": transfer["map"], "ap": transfer["ap"]}}
 
-    begin = time.perf_counter()
-    scores["scratch"], scratch = scratch_scores(train, test, like=net, scales=settings.scales,
-                                                epochs=settings.scratch_epochs,
-                                                seed=settings.seed,
-                                                cache=out / "scratch.safetensors",
-                                                progress=progress)
-    seconds["scratch"] = time.perf_counter() - begin
-    notes["scratch"] = "network reused" if scratch.pop("cached") else "network trained"
-    begin = time.perf_counter()
-    scores["transfer_whole_image"] = whole_image_scores(train, test, net, seed=settings.seed,
-                                                        hidden=settings.hidden,
-                                                        progress=progress)
-    seconds["transfer_whole_image"] = time.perf_counter() - begin
-    scores["chance"] = chance_scores(test, seed=settings.seed)
+    scratch = None
+    if "scratch" in settings.rows:
+        begin = time.perf_counter()
+        scores["scratch"], scratch = scratch_scores(train, test, like=net,
+                                                    scales=settings.scales,
+                                                    epochs=settings.scratch_epochs,
+                                                    seed=settings.seed,
+                                                    cache=out / "scratch.safetensors",
+                                                    progress=progress)
+        seconds["scratch"] = time.perf_counter() - begin
+        notes["scratch"] = "network reused" if scratch.pop("cached") else "network trained"
+    if "transfer_whole_image" in settings.rows:
+        begin = time.perf_counter()
+        scores["transfer_whole_image"] = whole_image_scores(train, test, net, seed=settings.seed,
+                                                            hidden=settings.hidden,
+                                                            progress=progress)
+        seconds["transfer_whole_image"] = time.perf_counter() - begin
+    if "chance" in settings.rows:
+        scores["chance"] = chance_scores(test, seed=settings.seed)
     for name, table in scores.items():
         result = mean_average_precision(table, labels, test.classes, "voc07").to_dict()
         rows[name] = {"map": result["map"], "ap": result["ap"]}
     seconds["total"] = time.perf_counter() - start
-    results = {"rows": {name: rows[name] for name in ROWS}, "seconds": seconds,
+    results = {"rows": {name: rows[name] for name in ROWS if name in rows}, "seconds": seconds,
                "classes": list(test.classes), "metric": "voc07", "notes": notes,
                # patches computed by this run (none when every feature file was reused)
                "patches_per_second": patches / feature_seconds if patches else None,
