@@ -2,8 +2,10 @@
 kept as aliases for one release: `import cnnxfer.patches` still works and gives
 cnnxfer.features.grids, with a DeprecationWarning that names the new path. They go in 0.3.
 
-`cnnxfer.weights` and `cnnxfer.voc` are not deprecated: they are the documented short paths to
-cnnxfer.nets.weights and cnnxfer.data.voc.
+`cnnxfer.weights`, `cnnxfer.voc` and `cnnxfer.store` are not deprecated: they are the documented
+short paths to cnnxfer.nets.weights, cnnxfer.data.voc and cnnxfer.data.store. (`cnnxfer.store`
+was 0.1's name of the feature files, now cnnxfer.features.files; their functions are still
+found under it, with a DeprecationWarning, until 0.3.)
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ import warnings
 MOVED = {
     "cnnxfer.patches": "cnnxfer.features.grids",
     "cnnxfer.images": "cnnxfer.features.images",
-    "cnnxfer.store": "cnnxfer.features.files",
     "cnnxfer.pooling": "cnnxfer.ops.geometry",
     "cnnxfer.specs": "cnnxfer.ops.layers",
     "cnnxfer.reference": "cnnxfer.ops.reference",
@@ -27,7 +28,8 @@ MOVED = {
     "cnnxfer.onnx_import": "cnnxfer.nets.onnx_import",
 }
 # short paths that stay
-ALIASES = {"cnnxfer.weights": "cnnxfer.nets.weights", "cnnxfer.voc": "cnnxfer.data.voc"}
+ALIASES = {"cnnxfer.weights": "cnnxfer.nets.weights", "cnnxfer.voc": "cnnxfer.data.voc",
+           "cnnxfer.store": "cnnxfer.data.store"}
 
 
 class _AliasLoader(importlib.abc.Loader):

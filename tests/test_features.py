@@ -129,9 +129,16 @@ def test_decoding_applies_exif_orientation_and_converts_to_rgb(tmp_path):
     Image.fromarray(pixels[:, :, 0]).save(grey)
     loaded = load_image(grey)
     assert loaded.shape == (3, 20, 30) and torch.equal(loaded[0], loaded[2])
+    # transparency is composited over white: opaque pixels keep their colour, clear ones are
+    # white, the others are the alpha-weighted mix (to Pillow's integer rounding)
+    alpha = pixels[:, :, :1].copy()
+    alpha[0, :], alpha[1, :] = 255, 0
     rgba = tmp_path / "rgba.png"
-    Image.fromarray(np.dstack([pixels, pixels[:, :, :1]])).save(rgba)
-    assert torch.equal(load_image(rgba), torch.from_numpy(pixels).permute(2, 0, 1))
+    Image.fromarray(np.dstack([pixels, alpha])).save(rgba)
+    loaded = load_image(rgba).permute(1, 2, 0).numpy().astype(np.int32)
+    mix = (pixels * alpha.astype(np.float64) + 255.0 * (255 - alpha)) / 255
+    assert np.abs(loaded - mix).max() <= 1
+    assert (loaded[0] == pixels[0]).all() and (loaded[1] == 255).all()
 
 
 def test_argument_errors(net):

@@ -2,6 +2,8 @@
 run(args) -> exit status.
 
     cnnxfer extract --weights W IMAGES... -o OUT.safetensors|OUT.npz|FOLDER [--layer fc7] ...
+    cnnxfer extract --weights W [IMAGES...] [--list FILE] --store DIR [--workers 2] ...
+    cnnxfer store info|verify DIR
     cnnxfer info W
     cnnxfer convert IN OUT.safetensors
     cnnxfer demo [--out DIR] [--seed N] [--images N] [--size WxH] [--weights W --voc ROOT]
@@ -19,11 +21,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import check, convert, demo, extract, info, localize, pretrain, toyvoc, train, voc
+from . import check, convert, demo, extract, info, localize, pretrain, store, toyvoc, train, voc
 from . import eval as evaluate
 
-SUBCOMMANDS = (demo, extract, info, convert, train, evaluate, localize, voc, toyvoc, pretrain,
-               check)
+SUBCOMMANDS = (demo, extract, store, info, convert, train, evaluate, localize, voc, toyvoc,
+               pretrain, check)
 
 
 def build_parser() -> argparse.ArgumentParser:

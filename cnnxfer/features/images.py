@@ -1,13 +1,17 @@
 """Images in: a path, a PIL image, a NumPy array or a tensor -> an RGB [3, H, W] tensor.
 
 Files are decoded by Pillow with the EXIF orientation applied (a phone photo stored sideways comes
-out upright, as any viewer shows it) and converted to RGB (grey, palette, CMYK and alpha images
-all become three 8-bit channels).
+out upright, as any viewer shows it) and converted to RGB (grey, 1-bit, palette, CMYK and 16-bit
+images all become three 8-bit channels; transparent images are composited over white). Pillow's
+decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS) is enforced: a larger image is an
+ImageError, not a warning.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -15,6 +19,14 @@ import torch
 
 class ImageError(ValueError):
     """An image that cannot be decoded or understood; the message names it."""
+
+
+class Decoded(NamedTuple):
+    """An image decoded elsewhere (a background worker), with the name it goes by: load_image
+    gives its pixels, describe its source."""
+
+    source: str
+    pixels: torch.Tensor
 
 
 def load_image(source) -> torch.Tensor:
@@ -34,6 +46,8 @@ def load_image(source) -> torch.Tensor:
 
     if isinstance(source, (str, os.PathLike)):
         return _from_pil(_open(Path(source)))
+    if isinstance(source, Decoded):
+        return _from_tensor(source.pixels)
     if isinstance(source, Image.Image):
         return _from_pil(source)
     if isinstance(source, np.ndarray):
@@ -48,6 +62,8 @@ def describe(source) -> str:
     """A short name for an image in messages and outputs: its path, or its type and shape."""
     if isinstance(source, (str, os.PathLike)):
         return str(source)
+    if isinstance(source, Decoded):
+        return source.source
     shape = getattr(source, "shape", None)
     if shape is None:
         shape = getattr(source, "size", None)  # PIL images: (width, height)
@@ -60,14 +76,22 @@ def describe(source) -> str:
 def _open(path: Path):
     from PIL import Image, UnidentifiedImageError
 
+    if path.is_dir():
+        raise ImageError(f"{str(path)!r} is a folder, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {str(path)!r}")
     try:
-        with Image.open(path) as image:
-            image.load()  # decode now, inside the try: truncated files fail here
-            return image  # loaded, so usable after the file closes; _from_pil turns it upright
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as error:
+        with warnings.catch_warnings():
+            # Pillow only warns between its pixel limit and twice that: the limit is the limit
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()  # decode now, inside the try: truncated files fail here
+                return image  # loaded, so usable after the file closes; _from_pil turns it upright
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(f"cannot decode image {str(path)!r}: {error} (the limit is "
+                         f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}; `cnnxfer "
+                         f"extract --max-image-pixels N` raises it)") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"cannot decode image {str(path)!r}: {error}") from error
 
 
@@ -85,8 +109,16 @@ def _from_pil(image) -> torch.Tensor:
         grey = np.asarray(image, dtype=np.float32) * (255.0 / 65535.0)
         grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
         return torch.from_numpy(np.repeat(grey[None], 3, axis=0))
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+            image.mode == "P" and "transparency" in image.info):
+        # composited over white, as a viewer shows it: dropping alpha would expose whatever
+        # colour the transparent pixels happen to hold (often black)
+        from PIL import Image
+
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     if image.mode != "RGB":
-        image = image.convert("RGB")  # grey, palette, CMYK; alpha is dropped, not composited
+        image = image.convert("RGB")  # grey, 1-bit, palette, CMYK, and the composited RGBA
     pixels = np.asarray(image)  # [H, W, 3] uint8
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1)  # a [3, H, W] view of HWC memory
 
