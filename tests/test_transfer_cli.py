@@ -681,3 +681,40 @@ def test_bad_devices_and_counts_are_usage_errors(tree, tmp_path, capsys):
     assert main(["train", "--voc", str(tree.root), "--features", str(not_a_folder), "--out",
                  str(head), "--weights", str(tree.weights), "--quiet", *SCALES]) == 2
     assert str(not_a_folder) in _error(capsys)
+
+
+@pytest.mark.slow
+def test_train_and_eval_read_a_feature_store(tree, tmp_path, capsys):
+    """The dataset path: every image extracted once into a store (cnnxfer extract --store),
+    then training and scoring read it; a store that lacks images or was made otherwise is
+    refused with the reason."""
+    jpegs = sorted(str(p) for p in (tree.root / "JPEGImages").glob("*.jpg"))
+    listing = tmp_path / "images.txt"
+    listing.write_text("\n".join(jpegs) + "\n")
+    features = tmp_path / "store"
+    assert main(["extract", "--weights", str(tree.weights), "--list", str(listing), "--store",
+                 str(features), "--workers", "1", "--quiet", *SCALES]) == 0
+    head = tmp_path / "head.safetensors"
+    assert main(["train", "--voc", str(tree.root), "--features", str(features), "--out",
+                 str(head), "--quiet", *SCALES, *TRAINING]) == 0
+    assert f"wrote {head}: 2 classes, {len(tree.train)} images" in capsys.readouterr().out
+    evaluation = tmp_path / "eval"
+    assert main(["eval", "--voc", str(tree.root), "--features", str(features), "--head",
+                 str(head), "--out", str(evaluation), "--weights", str(tree.weights),
+                 "--quiet", *SCALES]) == 0
+    results = json.loads((evaluation / "results.json").read_text())
+    assert results["samples"] == len(tree.test) and results["skipped"] == {}
+    assert results["map"] > 0.8, results
+    capsys.readouterr()
+    # the paper's grid was asked, the store has another
+    assert main(["eval", "--voc", str(tree.root), "--features", str(features), "--head",
+                 str(head), "--out", str(evaluation), "--quiet"]) == 2
+    assert "scales: store has [1.0, 1.6, 2.4]" in _error(capsys)
+    # a store of the test images only cannot train on trainval
+    partial = tmp_path / "partial"
+    test_jpegs = [str(tree.root / "JPEGImages" / f"{image['id']}.jpg") for image in tree.test]
+    assert main(["extract", "--weights", str(tree.weights), *test_jpegs, "--store",
+                 str(partial), "--workers", "0", "--quiet", *SCALES]) == 0
+    assert main(["train", "--voc", str(tree.root), "--features", str(partial), "--out",
+                 str(head), "--quiet", *SCALES, *TRAINING]) == 2
+    assert f"has no features for {len(tree.train)} of {len(tree.train)} images" in _error(capsys)

@@ -52,7 +52,9 @@ def add_parser(commands) -> None:
     parser = commands.add_parser("eval", help="score a VOC-format split: AP table, devkit files")
     parser.add_argument("--voc", required=True, help="a VOCdevkit year folder (e.g. VOC2007)")
     parser.add_argument("--split", default="test", help="the image set to score (test)")
-    parser.add_argument("--features", required=True, help="folder of per-image feature files")
+    parser.add_argument("--features", required=True,
+                        help="folder of per-image feature files, or a feature store (cnnxfer "
+                             "extract --store)")
     parser.add_argument("--head", required=True, help="a head written by cnnxfer train")
     parser.add_argument("--out", required=True, help="folder for results.json, report.md, ...")
     parser.add_argument("--weights", help="the network's weights: computes missing features")

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from ..features import PatchFeatureExtractor
 from ..features import files as feature_files
+from ..features.grids import PAPER_SCALES
 from ..nets import weights
-from .common import DTYPES, NAME_HELP, device, non_negative_int, positive_int
+from .common import DTYPES, NAME_HELP, device, non_negative_int, positive_int, scales
 
 
 def _image_list(args: argparse.Namespace) -> list[str]:
@@ -37,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
 def _run_store(args: argparse.Namespace) -> int:
     """--store: the dataset path (cnnxfer.data.extraction), in this process or as one of
     torchrun's."""
+    import functools
+
     from ..data import extraction
-    from ..features.grids import DEFAULT_OVERLAP, PAPER_SCALES
+    from ..features.grids import DEFAULT_OVERLAP, paper_grid
 
     images = extraction.check_images(_image_list(args))
     with extraction.process_group(args.device) as (rank, world, local):
@@ -46,6 +49,7 @@ def _run_store(args: argparse.Namespace) -> int:
         net = weights.load(args.weights, name=args.name)
         extractor = PatchFeatureExtractor(net, layer=args.layer, device=device,
                                           dtype=DTYPES[args.dtype],
+                                          grid=functools.partial(paper_grid, scales=args.scales),
                                           conv_pooling=args.conv_pooling, max_batch=args.batch)
 
         def report(record: dict) -> None:
@@ -57,7 +61,7 @@ def _run_store(args: argparse.Namespace) -> int:
         try:
             summary = extraction.extract_to_store(
                 images, args.store, extractor, weights=args.weights,
-                grid={"name": "paper", "scales": list(PAPER_SCALES), "overlap": DEFAULT_OVERLAP},
+                grid={"name": "paper", "scales": list(args.scales), "overlap": DEFAULT_OVERLAP},
                 images_per_shard=args.images_per_shard, workers=args.workers,
                 in_flight=args.in_flight, min_image_side=args.min_image_side,
                 max_image_pixels=args.max_image_pixels, rank=rank, world=world,
@@ -163,6 +167,8 @@ def add_parser(commands) -> None:
                        help="images with a shorter side (pixels) are failures (16)")
     store.add_argument("--max-image-pixels", type=positive_int,
                        help="Pillow's decompression-bomb limit (default: Pillow's, 89.5 M)")
+    store.add_argument("--scales", type=scales, default=PAPER_SCALES,
+                       help="the grid's scales, comma-separated (the paper's nine)")
     store.add_argument("--allow-failures", action="store_true",
                        help="exit 0 even when some images failed")
     parser.set_defaults(run=run)

@@ -1,6 +1,6 @@
 """`cnnxfer train`: trains the adaptation layers on the labelled patches of a VOC-format split,
 from the per-image feature files in --features (computing the missing ones when --weights is
-given), and writes the head as safetensors.
+given) or from a feature store, and writes the head as safetensors.
 """
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--voc", required=True, help="a VOCdevkit year folder (e.g. VOC2007)")
     parser.add_argument("--split", default="trainval", help="the image set to train on")
     parser.add_argument("--features", required=True,
-                        help="folder of per-image feature files (cnnxfer extract -o FOLDER)")
+                        help="folder of per-image feature files (cnnxfer extract -o FOLDER), "
+                             "or a feature store (cnnxfer extract --store DIR)")
     parser.add_argument("--out", required=True, help="the head, HEAD.safetensors")
     parser.add_argument("--weights", help="the network's weights: computes missing features")
     parser.add_argument("--workdir", help="shards and checkpoints (default: OUT.training/); "

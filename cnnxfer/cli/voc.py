@@ -43,7 +43,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--out", required=True, help="output folder (reused by a rerun)")
     parser.add_argument("--train-split", default="trainval")
     parser.add_argument("--test-split", default="test")
-    parser.add_argument("--features", help="feature files folder (default: OUT/features)")
+    parser.add_argument("--features", help="feature files folder, or a feature store "
+                             "(default: OUT/features)")
     add_scoring_options(parser)
     add_dataset_options(parser)
     add_feature_options(parser)

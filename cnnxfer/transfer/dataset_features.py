@@ -3,7 +3,9 @@ missing: the fast path of training (the network runs once per image, not once pe
 
 The folder is the one `cnnxfer extract IMAGES... -o FOLDER` writes (`<stem>.safetensors` per
 image, with its boxes and a header naming the layer, weights and dtype), so features extracted
-beforehand are picked up; a file made with other settings is computed again.
+beforehand are picked up; a file made with other settings is computed again. It may also be a
+feature store (`cnnxfer extract --store DIR`, cnnxfer.data.store): then its features are read
+from the store, which must hold every image, made with the asked settings.
 """
 from __future__ import annotations
 
@@ -17,10 +19,12 @@ from pathlib import Path
 
 import torch
 
+from ..data import store as feature_store
 from ..features import PatchFeatureExtractor
 from ..features import files as feature_files
 from ..features.grids import PAPER_SCALES, paper_grid
 from ..nets.weights import fingerprint
+from .feature_access import FeatureHandle, StoredImage
 
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
@@ -52,7 +56,7 @@ class FeatureFiles:
     (path -> error), and, for the ones computed here, how many images and patches and the
     time it took."""
 
-    paths: dict[str, Path]
+    paths: dict[str, FeatureHandle]
     skipped: dict[str, str] = field(default_factory=dict)
     computed: int = 0
     patches: int = 0
@@ -78,8 +82,10 @@ def ensure_features(images: Sequence[str | os.PathLike], folder: str | os.PathLi
     from tqdm import tqdm
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     sources = [str(image) for image in images]
+    if (folder / feature_store.SETTINGS).is_file() or (folder / feature_store.MANIFEST).is_file():
+        return _from_store(sources, folder, settings, weights if net is not None else None)
+    folder.mkdir(parents=True, exist_ok=True)
     paths = feature_files.per_image_paths(sources, folder)
     if net is not None:
         same = settings.header(fingerprint(weights))
@@ -119,4 +125,45 @@ def ensure_features(images: Sequence[str | os.PathLike], folder: str | os.PathLi
         result.seconds = time.perf_counter() - start
     # back in the callers' order
     result.paths = {s: result.paths[s] for s in sources if s in result.paths}
+    return result
+
+
+def _from_store(sources: list[str], folder: Path, settings: FeatureSettings,
+                weights: str | None) -> FeatureFiles:
+    """The images' features in the store `folder`: checked against the settings (and the
+    network, when its weights are given); its failures are the skipped images; an image the
+    store never saw is an error (a store is not extended: extract another)."""
+    reader = feature_store.open(folder)
+    stored = reader.settings
+    wanted = {"layer": settings.layer, "dtype": DTYPE_NAMES[settings.dtype],
+              "conv_pooling": "flatten", "scales": list(settings.scales)}
+    have = {"layer": stored.get("layer"), "dtype": stored.get("dtype"),
+            "conv_pooling": stored.get("conv_pooling"),
+            "scales": list(stored.get("grid", {}).get("scales", []))}
+    if weights is not None:
+        wanted["weights_sha256"] = fingerprint(weights)
+        have["weights_sha256"] = stored.get("weights_sha256")
+    differ = [key for key in wanted if wanted[key] != have[key]]
+    if differ:
+        raise ValueError(f"the feature store {str(folder)!r} was made with other settings: "
+                         + "; ".join(f"{key}: store has {have[key]!r}, asked {wanted[key]!r}"
+                                     for key in differ))
+    # ids are the paths as the extraction was given them: match them as given, else resolved
+    known = {image_id: image_id for image_id in reader.ids()}
+    resolved = {os.path.realpath(image_id): image_id for image_id in known}
+    failed = {os.path.realpath(f["id"]): f["reason"] for f in reader.failures()}
+    result, missing = FeatureFiles({}), []
+    for source in sources:
+        image_id = known.get(source) or resolved.get(os.path.realpath(source))
+        if image_id is not None:
+            result.paths[source] = StoredImage(reader, image_id)
+        elif os.path.realpath(source) in failed:
+            result.skipped[source] = failed[os.path.realpath(source)]
+        else:
+            missing.append(source)
+    if missing:
+        raise FileNotFoundError(
+            f"the feature store {str(folder)!r} has no features for {len(missing)} of "
+            f"{len(sources)} images (first: {missing[0]!r}); extract them into a store that "
+            f"holds them all (cnnxfer extract --list FILE --store DIR)")
     return result

@@ -22,15 +22,17 @@ from pathlib import Path
 
 import torch
 
-from ..features.files import load_features
+from . import feature_access
+from .feature_access import FeatureHandle
 
 
 @dataclass(frozen=True)
 class LabelledImage:
-    """One image's feature file and the labels of its patches, in the file's patch order
-    (-1: left out of training)."""
+    """One image's stored features (a per-image file's Path, or an image of a feature store:
+    feature_access) and the labels of its patches, in the stored patch order (-1: left out of
+    training)."""
 
-    features_path: Path
+    features_path: FeatureHandle
     labels: torch.Tensor
 
 
@@ -89,7 +91,7 @@ def write_shards(images: Sequence[LabelledImage], folder: str | os.PathLike, *, 
         image = images[index]
         keep = image.labels >= 0
         if bool(keep.any()):
-            (result,), _ = load_features(image.features_path)
+            result = feature_access.load(image.features_path)
             features = result.features
             if features.shape[0] != image.labels.shape[0]:
                 raise ValueError(f"{str(image.features_path)!r} holds {features.shape[0]} "

@@ -24,8 +24,8 @@ import torch
 
 from ..data.metrics import mean_average_precision
 from ..data.voc import VOCSplit, load_split, write_results
-from ..features.files import feature_size, read_header
 from ..features.images import load_image
+from . import feature_access
 from .dataset_features import FeatureFiles, FeatureSettings, ensure_features
 from .head import (
     AdaptationHead,
@@ -132,9 +132,9 @@ def train_on_split(split: VOCSplit, features: FeatureFiles, *, workdir: Path,
         if net is None:
             raise ValueError("fine-tuning FC6 and FC7 needs the network's weights (--weights)")
         trunk = trunk_from_network(net, layer)
-    header = read_header(images[0].features_path)
+    header = feature_access.header(images[0].features_path)
     head, history = train_head(images, split.classes,
-                               in_features=feature_size(images[0].features_path),
+                               in_features=feature_access.feature_size(images[0].features_path),
                                workdir=workdir, config=config, layer=layer,
                                network=str(header.get("weights", "")),
                                network_sha256=str(header.get("weights_sha256", "")),
@@ -154,8 +154,8 @@ def check_features_network(head: AdaptationHead, features: FeatureFiles) -> None
     """Refuses feature files of another network than the head's (the first file's header)."""
     first = next(iter(features.paths.values()), None)
     if first is not None:
-        check_network(head, read_header(first).get("weights_sha256"),
-                      f"the features in {str(first.parent)!r}")
+        check_network(head, feature_access.header(first).get("weights_sha256"),
+                      f"the features in {feature_access.where(first)!r}")
 
 
 def evaluate_split(split: VOCSplit, features: FeatureFiles, head: AdaptationHead, out: Path, *,

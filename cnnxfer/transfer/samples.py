@@ -20,12 +20,12 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from ..data.voc import VOCImage, VOCSplit
-from ..features.files import load_boxes, load_features
+from . import feature_access
+from .feature_access import FeatureHandle
 from .labels import DEFAULT_ENLARGE, label_patches, patches_in_box
 from .patch_data import LabelledImage
 from .scores import PAPER_K, image_scores
@@ -96,7 +96,7 @@ def check_extent(image: VOCImage, patches: torch.Tensor) -> None:
                          f"{image.width}x{image.height}: the JPEG and the XML disagree")
 
 
-def labelled_images(split: VOCSplit, feature_paths: dict[str, Path], *,
+def labelled_images(split: VOCSplit, feature_paths: dict[str, FeatureHandle], *,
                     background_fraction: float = 0.1, seed: int = 0,
                     enlarge: float = DEFAULT_ENLARGE,
                     skipped: dict[str, str] | None = None) -> list[LabelledImage]:
@@ -113,7 +113,7 @@ def labelled_images(split: VOCSplit, feature_paths: dict[str, Path], *,
         path = feature_paths.get(str(image.path))
         if path is None:
             continue
-        (patches,) = load_boxes(path)
+        patches = feature_access.boxes(path)
         try:
             check_extent(image, patches)
         except ValueError as error:
@@ -142,7 +142,8 @@ class SplitScores:
     kept: torch.Tensor
 
 
-def score_split(split: VOCSplit, feature_paths: dict[str, Path], head, *, k: float = PAPER_K,
+def score_split(split: VOCSplit, feature_paths: dict[str, FeatureHandle], head, *,
+                k: float = PAPER_K,
                 enlarge: float = DEFAULT_ENLARGE, on_image=None,
                 skipped: dict[str, str] | None = None) -> SplitScores:
     """Scores every sample of the split: image_scores of the head's class probabilities (the
@@ -163,7 +164,7 @@ def score_split(split: VOCSplit, feature_paths: dict[str, Path], head, *, k: flo
         path = feature_paths.get(str(image.path))
         if path is None or i not in rows_of:
             continue
-        (result,), _ = load_features(path)
+        result = feature_access.load(path)
         try:
             check_extent(image, result.boxes)
         except ValueError as error:

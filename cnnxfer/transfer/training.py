@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import feature_access
 from .head import AdaptationHead
 from .patch_data import LabelledImage, Shards, ShardStream, write_shards
 
@@ -137,8 +138,7 @@ def fingerprint(images: Sequence[LabelledImage], classes: Sequence[str], extra: 
     digest = hashlib.sha256(json.dumps({"classes": list(classes), **extra},
                                        sort_keys=True).encode())
     for image in images:
-        stat = image.features_path.stat()
-        digest.update(f"{image.features_path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        digest.update(feature_access.identity(image.features_path).encode())
         digest.update(image.labels.to(torch.int64).numpy().tobytes())
     return digest.hexdigest()
 
