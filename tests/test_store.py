@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from cnnxfer.data import extraction, store
 from cnnxfer.features.grids import paper_grid
 from cnnxfer.features.images import load_image
 from cnnxfer.nets import alexnet, weights
+
+from devices import needs_gpu_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -308,18 +311,38 @@ def _run(args: list[str], *, killer: tuple[str, int] | None = None, env=None):
                           env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})})
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("killer", [("shard-write", 1), ("shard-write", 3), ("record", 2),
-                                    ("manifest", 1)])
-def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_store(network, tmp_path, killer):
-    images = _images(tmp_path / "images", 9, bad=(4,))
+@pytest.fixture(scope="module")
+def uninterrupted(network, tmp_path_factory):
+    """9 images (one broken), 2 per shard, and the store an uninterrupted run makes of them."""
+    base = tmp_path_factory.mktemp("uninterrupted")
+    images = _images(base / "images", 9, bad=(4,))
     common = ["extract", "--weights", str(network), *images, "--images-per-shard", "2",
               "--workers", "2", "--allow-failures", "--quiet"]
-    reference = _run([*common, "--store", str(tmp_path / "reference")])
+    reference = _run([*common, "--store", str(base / "reference")])
     assert reference.returncode == 0, reference.stderr
+    return common, base / "reference"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killer", [("shard-write", 1), ("shard-write", 3), ("record", 2),
+                                    ("manifest", 1), ("timer", 0)])
+def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_store(uninterrupted, tmp_path,
+                                                                    killer):
+    common, reference = uninterrupted
     folder = tmp_path / "store"
-    killed = _run([*common, "--store", str(folder)], killer=killer)
-    assert killed.returncode == -9, killed.stderr  # SIGKILL, nothing could clean up
+    if killer[0] == "timer":  # at whatever moment the run has reached after its first shard
+        process = subprocess.Popen([sys.executable, "-m", "cnnxfer", *common, "--store",
+                                    str(folder)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL,
+                                   env={**os.environ, "OMP_NUM_THREADS": "2"})
+        record = folder / store.SHARDS / store.record_name(0)
+        while not record.exists() and process.poll() is None:
+            time.sleep(0.005)
+        process.kill()
+        assert process.wait(timeout=60) == -9
+    else:
+        killed = _run([*common, "--store", str(folder)], killer=killer)
+        assert killed.returncode == -9, killed.stderr  # SIGKILL, nothing could clean up
     # nothing partial is visible: every shard under its real name is whole
     for path in (folder / store.SHARDS).glob("shard-*.safetensors"):
         assert store.Shard(path).ids
@@ -328,7 +351,7 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_store(network, tmp
             store.open(folder)
     resumed = _run([*common, "--store", str(folder)])
     assert resumed.returncode == 0, resumed.stderr
-    _same_store(tmp_path / "reference", folder)
+    _same_store(reference, folder)
     assert store.verify(folder) == [] and len(store.open(folder).manifest["shards"]) == 5
     leftovers = [p.name for p in (folder / store.SHARDS).iterdir() if p.name.startswith(".")]
     assert all(".tmp-" in name for name in leftovers)  # a dead run's temporary, never read
@@ -360,6 +383,29 @@ def test_torchrun_two_processes_equal_one(network, tmp_path):
     again = torchrun(tmp_path / "two")
     assert again.returncode == 0, again.stderr[-3000:]
     _same_store(tmp_path / "one", tmp_path / "two")
+
+
+@needs_gpu_engine
+@pytest.mark.skipif(torch.cuda.device_count() < 1, reason="no CUDA GPU")
+def test_torchrun_on_gpus_with_nccl(network, tmp_path):
+    """One process per GPU (at most 2), NCCL: the same images and boxes as one process on
+    one GPU, the features equal to float tolerance (cuDNN may pick other algorithms)."""
+    images = _images(tmp_path / "images", 6)
+    common = ["extract", "--weights", str(network), *images, "--images-per-shard", "2",
+              "--workers", "1", "--device", "cuda", "--quiet"]
+    one = _run([*common, "--store", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr
+    processes = min(2, torch.cuda.device_count())
+    many = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         f"--nproc_per_node={processes}", "-m", "cnnxfer", *common, "--store",
+         str(tmp_path / "many")], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert many.returncode == 0, many.stderr[-3000:]
+    first, second = store.open(tmp_path / "one"), store.open(tmp_path / "many")
+    assert first.ids() == second.ids()
+    for a, b in zip(first, second):
+        assert torch.equal(a.boxes, b.boxes)
+        torch.testing.assert_close(a.features, b.features, rtol=1e-3, atol=1e-3)
 
 
 def test_chunks_are_split_without_padding_or_overlap():
