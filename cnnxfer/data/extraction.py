@@ -13,10 +13,12 @@ done (a barrier), process 0 writes failures.jsonl and the manifest.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +31,7 @@ from ..nets import weights as weight_files
 from . import store
 
 SHARD_BYTES = 256 << 20     # a shard's size when images_per_shard is not given
+BARRIER_TIMEOUT = datetime.timedelta(days=7)
 PATCHES_PER_IMAGE = 500     # what the paper's grid gives a VOC-sized image, to size shards
 
 
@@ -70,6 +73,7 @@ def store_settings(extractor: PatchFeatureExtractor, images: Sequence[str], *, w
     the network was given as)."""
     listing = hashlib.sha256("\n".join(images).encode()).hexdigest()
     return {"format": store.FORMAT, "version": store.VERSION, "weights": str(weights),
+            "cwd": os.getcwd(),
             "weights_sha256": weights_sha256, "network": extractor.net.arch.name,
             "layer": extractor.layer, "dtype": str(extractor.dtype).removeprefix("torch."),
             "conv_pooling": extractor.conv_pooling, "grid": grid,
@@ -150,7 +154,9 @@ def process_group(device: str):
     cuda = str(device).startswith("cuda")
     if cuda:
         torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if cuda else "gloo")
+    # Blocks of chunks are fixed, so on a resume one process may wait at the final barrier for
+    # another's whole remaining block: far longer than torch's default 10-30 minutes.
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=BARRIER_TIMEOUT)
     try:
         yield rank, world, local
     finally:
@@ -212,12 +218,20 @@ def extract_to_store(images: Sequence[str], folder: str | os.PathLike,
                                                              extractor.dtype)
     if not isinstance(per_shard, int) or per_shard < 1:
         raise ValueError(f"images_per_shard must be a positive int, got {images_per_shard!r}")
-    limit = max_image_pixels if max_image_pixels is not None else Image.MAX_IMAGE_PIXELS
+    pillow_limit = Image.MAX_IMAGE_PIXELS  # set for decoding, put back when done
+    limit = max_image_pixels if max_image_pixels is not None else pillow_limit
     settings = store_settings(extractor, images, weights=str(weights),
                               weights_sha256=weight_files.fingerprint(weights), grid=grid,
                               images_per_shard=per_shard, min_image_side=min_image_side,
                               max_image_pixels=limit)
-    store.check_settings(folder, settings)
+    # process 0 alone creates the store (and clears a dead run's unfinished files, while no
+    # process writes); the others check it once it is there
+    if rank == 0:
+        store.check_settings(folder, settings)
+        store.remove_incoming(folder)
+    _barrier(world, str(extractor.device))
+    if rank != 0:
+        store.check_settings(folder, settings)
     chunks = store.chunk_count(len(images), per_shard)
     done = store.finished_chunks(folder)
     mine = my_chunks(chunks, rank, world)
@@ -236,13 +250,18 @@ def extract_to_store(images: Sequence[str], folder: str | os.PathLike,
     bar = tqdm(total=len(positions), unit="image", disable=not progress or rank != 0,
                desc=f"extract ({world} processes)" if world > 1 else "extract")
     live = folder / store.FAILURES
+    incoming = store.incoming_folder(folder)
 
     def fail(position: int, reason: str, chunk_failures: list) -> None:
         record = {"index": position, "id": images[position], "reason": reason}
         chunk_failures.append(record)
         failed.append(record)
-        with open(live, "a") as handle:  # one short line per write: appends do not interleave
-            handle.write(json.dumps(record) + "\n")
+        # one write(2) per line on an O_APPEND file: lines of several processes never mix
+        handle = os.open(live, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(handle, (json.dumps(record) + "\n").encode())
+        finally:
+            os.close(handle)
         if on_failure is not None:
             on_failure(record)
         bar.update(1)
@@ -265,6 +284,8 @@ def extract_to_store(images: Sequence[str], folder: str | os.PathLike,
                 fail(where[name], str(error), chunk_failures)
 
             for result in extractor.extract(decoded(), on_error=refused):
+                # off the GPU as it comes: a chunk waits for its shard in host memory
+                result = result._replace(features=result.features.cpu())
                 results.append((where[result.source], result))
                 patches += len(result.boxes)
                 count += 1
@@ -274,11 +295,17 @@ def extract_to_store(images: Sequence[str], folder: str | os.PathLike,
                     refresh=False)
             chunk_failures.sort(key=lambda record: record["index"])
             store.write_shard(folder, chunk, results, chunk_failures,
-                              feature_size=extractor.feature_size(), dtype=extractor.dtype)
+                              feature_size=extractor.feature_size(), dtype=extractor.dtype,
+                              incoming=incoming)
     finally:
         bar.close()
+        Image.MAX_IMAGE_PIXELS = pillow_limit
+        shutil.rmtree(incoming, ignore_errors=True)
     seconds = time.perf_counter() - start
     _barrier(world, str(extractor.device))
     manifest = store.finish(folder, settings, chunks) if rank == 0 else None
+    # nobody leaves before the manifest is written: torchrun stops every process as soon as
+    # one exits, and must not stop process 0 in the middle of it
+    _barrier(world, str(extractor.device))
     return {"images": count, "patches": patches, "failures": failed, "resumed": resumed,
             "seconds": seconds, "manifest": manifest}

@@ -36,7 +36,7 @@ else.
 from __future__ import annotations
 
 import builtins
-import functools
+import collections
 import hashlib
 import json
 import os
@@ -51,9 +51,12 @@ from ..features.extractor import ImageFeatures
 
 FORMAT, VERSION = "cnnxfer-store", 1
 SETTINGS, MANIFEST, FAILURES, SHARDS = "settings.json", "manifest.json", "failures.jsonl", "shards"
+# in-progress files, one folder per writing process: a dead run's are removed by the next run
+INCOMING = ".incoming"
 _METADATA_KEY = "cnnxfer.store"
 # settings that describe a run but do not change its features: not compared on a resume
-INFORMATIONAL = ("weights",)
+# ("cwd": where relative image paths were read from, to find them again)
+INFORMATIONAL = ("weights", "cwd")
 _DTYPES = {"F32": (np.float32, None), "F16": (np.float16, None),
            "BF16": (np.uint16, torch.bfloat16), "F64": (np.float64, None),
            "I64": (np.int64, None)}
@@ -86,9 +89,29 @@ def _fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
+def incoming_folder(folder: str | os.PathLike) -> Path:
+    """This process's folder for files being written (unique across hosts and restarts): a
+    file appears under its real name only by a rename out of it."""
+    import socket
+    import uuid
+
+    return Path(folder) / INCOMING / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_incoming(folder: str | os.PathLike) -> None:
+    """Deletes every writing process's leftovers (call only when no process is writing)."""
+    import shutil
+
+    shutil.rmtree(Path(folder) / INCOMING, ignore_errors=True)
+
+
 def _temporary(path: Path) -> Path:
     # hidden, and unique per process: two processes never write the same temporary file
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    import socket
+    import uuid
+
+    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-"
+                          f"{uuid.uuid4().hex[:8]}")
 
 
 def commit(temporary: Path, path: Path) -> None:
@@ -121,11 +144,14 @@ def file_sha256(path: Path, block: int = 8 << 20) -> str:
 
 
 def write_shard(folder: Path, chunk: int, images: Sequence[tuple[int, ImageFeatures]],
-                failures: Sequence[dict], *, feature_size: int, dtype: torch.dtype) -> dict:
+                failures: Sequence[dict], *, feature_size: int, dtype: torch.dtype,
+                incoming: Path | None = None) -> dict:
     """Writes chunk `chunk`'s shard and then its record; returns the record.
 
     images: (position in the image list, its features) in list order; failures: {"index",
-    "id", "reason"} of the chunk's images that could not be used."""
+    "id", "reason"} of the chunk's images that could not be used. incoming: the folder the
+    shard is written in before its rename (default: a new incoming_folder)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     shards = Path(folder) / SHARDS
@@ -142,8 +168,14 @@ def write_shard(folder: Path, chunk: int, images: Sequence[tuple[int, ImageFeatu
     metadata = {"chunk": chunk, "ids": [result.source for _, result in images],
                 "failures": list(failures)}
     path = shards / shard_name(chunk)
-    temporary = _temporary(path)
-    save_file(tensors, str(temporary), metadata={_METADATA_KEY: json.dumps(metadata)})
+    incoming = incoming or incoming_folder(folder)
+    incoming.mkdir(parents=True, exist_ok=True)
+    # safetensors writes a temporary of its own beside the target: both stay in `incoming`
+    temporary = incoming / path.name
+    try:
+        save_file(tensors, str(temporary), metadata={_METADATA_KEY: json.dumps(metadata)})
+    except SafetensorError as error:  # disk full, no permission: an OSError to the caller
+        raise OSError(f"cannot write shard {str(temporary)!r}: {error}") from error
     record = {"file": path.name, "chunk": chunk, "images": len(images),
               "patches": int(offsets[-1]), "failures": len(failures),
               "bytes": temporary.stat().st_size, "sha256": file_sha256(temporary)}
@@ -205,14 +237,17 @@ def finish(folder: str | os.PathLike, settings: dict, chunks: int) -> dict:
                          f"shards missing (chunks {shown}); run the same command again")
     records = [done[chunk] for chunk in range(chunks)]
     failed = [failure for record in records for failure in record.get("failed", [])]
-    write_atomic(folder / FAILURES, "".join(json.dumps(f) + "\n" for f in failed).encode())
     shards = [{key: value for key, value in record.items() if key != "failed"}
               for record in records]
-    manifest = {"format": FORMAT, "version": VERSION, "settings": settings,
-                "images": sum(s["images"] for s in shards),
-                "patches": sum(s["patches"] for s in shards),
-                "failures": len(failed), "shards": shards}
-    write_json(folder / MANIFEST, manifest)
+    manifest = json.loads(json.dumps(
+        {"format": FORMAT, "version": VERSION, "settings": settings,
+         "images": sum(s["images"] for s in shards), "patches": sum(s["patches"] for s in shards),
+         "failures": len(failed), "shards": shards}))
+    path = folder / MANIFEST
+    if path.is_file() and json.loads(path.read_text()) == manifest:
+        return manifest  # finished before: left as it was (its time says when it was made)
+    write_atomic(folder / FAILURES, "".join(json.dumps(f) + "\n" for f in failed).encode())
+    write_json(path, manifest)
     return manifest
 
 
@@ -247,6 +282,8 @@ class Shard:
         self.ids: list[str] = metadata.get("ids", [])
         self.failures: list[dict] = metadata.get("failures", [])
         size = path.stat().st_size
+        # one copy-on-write mapping of the whole file (one descriptor), viewed per tensor
+        raw = np.memmap(path, dtype=np.uint8, mode="c") if size else np.empty(0, np.uint8)
         self.tensors = {}
         for name in ("features", "boxes", "offsets", "index"):
             if name not in header:
@@ -256,7 +293,7 @@ class Shard:
             if start + end > size:
                 raise StoreError(f"shard {str(path)!r} is truncated ({size} bytes, its header "
                                  f"needs {start + end})")
-            self.tensors[name] = _map(path, entry, start + begin, end - begin)
+            self.tensors[name] = _view(path, raw, entry, start + begin, start + end)
         offsets = self.tensors["offsets"]
         if len(offsets) != len(self.ids) + 1 or int(offsets[-1]) != len(self.tensors["boxes"]):
             raise StoreError(f"shard {str(path)!r} is inconsistent: {len(self.ids)} ids, "
@@ -271,15 +308,15 @@ class Shard:
                              self.tensors["boxes"][begin:end])
 
 
-def _map(path: Path, entry: dict, offset: int, length: int) -> torch.Tensor:
+def _view(path: Path, raw: np.ndarray, entry: dict, begin: int, end: int) -> torch.Tensor:
     if entry["dtype"] not in _DTYPES:
         raise StoreError(f"shard {str(path)!r}: unsupported dtype {entry['dtype']}")
     numpy_dtype, view = _DTYPES[entry["dtype"]]
     shape = tuple(entry["shape"])
-    if length == 0:
+    if begin == end:
         array = np.empty(shape, dtype=numpy_dtype)
     else:
-        array = np.memmap(path, dtype=numpy_dtype, mode="c", offset=offset, shape=shape)
+        array = raw[begin:end].view(numpy_dtype).reshape(shape)
     tensor = torch.from_numpy(array)
     return tensor.view(view) if view is not None else tensor
 
@@ -301,7 +338,7 @@ class StoreReader:
             raise StoreError(f"{str(path)!r} is not a {FORMAT} version {VERSION} manifest")
         self.settings: dict = self.manifest["settings"]
         self._starts = np.cumsum([0] + [s["images"] for s in self.manifest["shards"]])
-        self._shard = functools.lru_cache(maxsize=4)(self._open_shard)
+        self._open: collections.OrderedDict[int, Shard] = collections.OrderedDict()
         self._where: dict[str, tuple[int, int]] | None = None
 
     def __repr__(self) -> str:
@@ -316,8 +353,16 @@ class StoreReader:
     def feature_size(self) -> int:
         return int(self.settings["feature_size"])
 
-    def _open_shard(self, number: int) -> Shard:
-        return Shard(self.folder / SHARDS / self.manifest["shards"][number]["file"])
+    def _shard(self, number: int) -> Shard:
+        """Shard `number`, kept among the last few opened (each holds one mapping)."""
+        if number in self._open:
+            self._open.move_to_end(number)
+            return self._open[number]
+        shard = Shard(self.folder / SHARDS / self.manifest["shards"][number]["file"])
+        self._open[number] = shard
+        if len(self._open) > 4:
+            self._open.popitem(last=False)
+        return shard
 
     def ids(self) -> list[str]:
         """The images' ids (the paths as given to the extraction) in list order."""
@@ -336,7 +381,10 @@ class StoreReader:
                 yield shard.image(row)
 
     def __getitem__(self, key: str | int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features [K, D], boxes [K, 4]) of an image, by id or by position in the store."""
+        """(features [K, D], boxes [K, 4]) of an image, by id (a path as given to the
+        extraction) or by position in the store."""
+        if isinstance(key, os.PathLike):
+            key = os.fspath(key)
         if isinstance(key, (int, np.integer)):
             position = int(key) + (len(self) if key < 0 else 0)
             if not 0 <= position < len(self):
@@ -354,10 +402,15 @@ class StoreReader:
         result = self._shard(number).image(row)
         return result.features, result.boxes
 
+    def shard_record(self, key: str) -> dict:
+        """The manifest's record (file, sha256, counts) of the shard holding image `key`."""
+        self[key]  # builds the index; KeyError for an unknown id
+        return self.manifest["shards"][self._where[os.fspath(key)][0]]
+
     def __contains__(self, key: str) -> bool:
         try:
             self[key]
-        except KeyError:
+        except (KeyError, IndexError):
             return False
         return True
 
@@ -382,48 +435,66 @@ def verify(folder: str | os.PathLike) -> list[str]:
         return [str(error)]
     problems, seen, images, patches = [], {}, 0, 0
     listed = set()
-    for record in manifest["shards"]:
-        path = folder / SHARDS / record["file"]
-        listed.add(record["file"])
-        if not path.is_file():
-            problems.append(f"{record['file']}: missing")
-            continue
-        size = path.stat().st_size
-        if size != record["bytes"]:
-            problems.append(f"{record['file']}: {size} bytes, the manifest says "
-                            f"{record['bytes']} (truncated or replaced)")
-            continue
-        if file_sha256(path) != record["sha256"]:
-            problems.append(f"{record['file']}: checksum mismatch (the file was altered "
-                            f"after it was written)")
-            continue
+    try:
+        records = list(manifest["shards"])
+        feature_size = int(manifest["settings"]["feature_size"])
+        expected = (int(manifest["images"]), int(manifest["patches"]))
+    except (KeyError, TypeError, ValueError) as error:
+        return [f"{MANIFEST} is malformed: {type(error).__name__}: {error}"]
+    for number, record in enumerate(records):
         try:
-            shard = Shard(path)
-        except (StoreError, OSError, ValueError, KeyError) as error:
-            problems.append(f"{record['file']}: {error}")
+            problem = _verify_record(folder, record, feature_size, seen)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            problem = [f"shard entry {number} of {MANIFEST} is malformed: "
+                       f"{type(error).__name__}: {error}"]
+        if isinstance(problem, list):
+            problems += problem
             continue
-        if len(shard) != record["images"] or len(shard.tensors["boxes"]) != record["patches"]:
-            problems.append(f"{record['file']}: holds {len(shard)} images / "
-                            f"{len(shard.tensors['boxes'])} patches, the manifest says "
-                            f"{record['images']} / {record['patches']}")
-        if shard.tensors["features"].shape[1:] != (int(manifest["settings"]["feature_size"]),):
-            problems.append(f"{record['file']}: features of shape "
-                            f"{tuple(shard.tensors['features'].shape)}, the store's size is "
-                            f"{manifest['settings']['feature_size']}")
-        for image_id in shard.ids:
-            if image_id in seen:
-                problems.append(f"image {image_id!r} is in both {seen[image_id]} and "
-                                f"{record['file']}")
-            seen[image_id] = record["file"]
-        images += len(shard)
-        patches += len(shard.tensors["boxes"])
-    if not problems and (images, patches) != (manifest["images"], manifest["patches"]):
+        listed.add(record["file"])
+        images += problem[0]
+        patches += problem[1]
+    if not problems and (images, patches) != expected:
         problems.append(f"the shards hold {images} images / {patches} patches, the manifest "
-                        f"says {manifest['images']} / {manifest['patches']}")
+                        f"says {expected[0]} / {expected[1]}")
+    listed |= {r.get("file") for r in records if isinstance(r, dict)}
     for path in sorted((folder / SHARDS).glob("shard-*.safetensors")):
         if path.name not in listed:
             problems.append(f"{path.name}: a shard that the manifest does not list")
     return problems
+
+
+def _verify_record(folder: Path, record: dict, feature_size: int,
+                   seen: dict) -> list[str] | tuple[int, int]:
+    """The problems of one shard, or (images, patches) when there are none."""
+    path = folder / SHARDS / record["file"]
+    problems: list[str] = []
+    if not path.is_file():
+        return [f"{record['file']}: missing"]
+    size = path.stat().st_size
+    if size != record["bytes"]:
+        return [f"{record['file']}: {size} bytes, the manifest says {record['bytes']} "
+                f"(truncated or replaced)"]
+    if file_sha256(path) != record["sha256"]:
+        return [f"{record['file']}: checksum mismatch (the file was altered after it was "
+                f"written)"]
+    try:
+        shard = Shard(path)
+    except (StoreError, OSError, ValueError, KeyError) as error:
+        return [f"{record['file']}: {error}"]
+    rows = len(shard.tensors["boxes"])
+    if len(shard) != record["images"] or rows != record["patches"]:
+        problems.append(f"{record['file']}: holds {len(shard)} images / {rows} patches, the "
+                        f"manifest says {record['images']} / {record['patches']}")
+    if shard.tensors["features"].shape[1:] != (feature_size,):
+        problems.append(f"{record['file']}: features of shape "
+                        f"{tuple(shard.tensors['features'].shape)}, the store's size is "
+                        f"{feature_size}")
+    for image_id in shard.ids:
+        if image_id in seen:
+            problems.append(f"image {image_id!r} is in both {seen[image_id]} and "
+                            f"{record['file']}")
+        seen[image_id] = record["file"]
+    return problems or (len(shard), rows)
 
 
 # 0.1's `cnnxfer.store` was the feature files module (now cnnxfer.features.files): its

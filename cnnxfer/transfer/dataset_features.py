@@ -149,9 +149,15 @@ def _from_store(sources: list[str], folder: Path, settings: FeatureSettings,
                          + "; ".join(f"{key}: store has {have[key]!r}, asked {wanted[key]!r}"
                                      for key in differ))
     # ids are the paths as the extraction was given them: match them as given, else resolved
+    # (relative ids from the folder the extraction ran in)
+    base = stored.get("cwd", os.getcwd())
+
+    def real(path: str) -> str:
+        return os.path.realpath(os.path.join(base, path))
+
     known = {image_id: image_id for image_id in reader.ids()}
-    resolved = {os.path.realpath(image_id): image_id for image_id in known}
-    failed = {os.path.realpath(f["id"]): f["reason"] for f in reader.failures()}
+    resolved = {real(image_id): image_id for image_id in known}
+    failed = {real(f["id"]): f["reason"] for f in reader.failures()}
     result, missing = FeatureFiles({}), []
     for source in sources:
         image_id = known.get(source) or resolved.get(os.path.realpath(source))

@@ -60,9 +60,10 @@ def feature_size(handle: FeatureHandle) -> int:
 
 def identity(handle: FeatureHandle) -> str:
     """A string that changes when the stored features may have: the file's path, size and
-    time; for a store (never changed once finished), its manifest's and the image's id."""
-    path = handle.reader.folder / "manifest.json" if isinstance(handle, StoredImage) else handle
-    stat = path.stat()
+    time; for a store image, the checksum of its shard (from the manifest) and its id."""
+    if isinstance(handle, StoredImage):
+        return f"{handle}|{handle.reader.shard_record(handle.id)['sha256']}"
+    stat = handle.stat()
     return f"{handle}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
