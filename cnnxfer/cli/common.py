@@ -117,6 +117,8 @@ def add_feature_options(parser, *, layer: bool = True) -> None:
                         help="the grid's scales, comma-separated (default: the paper's nine)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     parser.add_argument("--device", type=device, default="cpu", help="cpu or cuda (cpu)")
+    parser.add_argument("--mode", choices=("per_patch", "shared"), default="per_patch",
+                        help="per_patch (the paper's) or shared convolutions (see extract)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -124,7 +126,8 @@ def feature_settings(args, layer: str | None = None):
     """FeatureSettings from the options of add_feature_options (`layer` overrides --layer)."""
     from ..transfer import FeatureSettings
 
-    options = dict(layer=layer or args.layer, dtype=DTYPES[args.dtype], device=args.device)
+    options = dict(layer=layer or args.layer, dtype=DTYPES[args.dtype], device=args.device,
+                   mode=args.mode)
     if args.scales is not None:
         options["scales"] = args.scales
     return FeatureSettings(**options)

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
                             source_images=args.source_images,
                             pretrain=PretrainConfig(epochs=args.pretrain_epochs),
                             head_epochs=args.head_epochs, scratch_epochs=args.scratch_epochs,
-                            rows=args.rows, device=args.device)
+                            rows=args.rows, device=args.device, mode=args.mode)
     results = compare(args.out, settings, weights=args.weights, voc=args.voc,
                       progress=not args.quiet)
     print(table(results))
@@ -72,5 +72,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--weights", help="a real source network (with --voc)")
     parser.add_argument("--voc", help="a real VOCdevkit year folder (with --weights)")
     parser.add_argument("--device", type=device, default="cpu")
+    parser.add_argument("--mode", choices=("per_patch", "shared"), default="per_patch",
+                        help="the transfer row's patch features: per patch (the paper's) or "
+                             "shared convolutions (cnnxfer extract --help)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)

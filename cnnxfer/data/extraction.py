@@ -76,7 +76,7 @@ def store_settings(extractor: PatchFeatureExtractor, images: Sequence[str], *, w
             "cwd": os.getcwd(),
             "weights_sha256": weights_sha256, "network": extractor.net.arch.name,
             "layer": extractor.layer, "dtype": str(extractor.dtype).removeprefix("torch."),
-            "conv_pooling": extractor.conv_pooling, "grid": grid,
+            "conv_pooling": extractor.conv_pooling, "mode": extractor.mode, "grid": grid,
             "preprocessing": extractor.net.preprocessing.to_dict(),
             "feature_size": extractor.feature_size(), "images": len(images),
             "images_sha256": listing, "images_per_shard": images_per_shard,

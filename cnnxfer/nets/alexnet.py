@@ -100,9 +100,11 @@ class AlexNet(nn.Module):
         return layer
 
     def forward(self, x: torch.Tensor, layer: str | None = None,
-                backend: str | None = None) -> torch.Tensor:
+                backend: str | None = None, *, start: str | None = None) -> torch.Tensor:
         layer = self.check_layer(layer)
         backend = _check_backend(backend or self.backend)
+        if start is not None:
+            return self._forward_from(x, start, layer, backend)
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be a [N, 3, H, W] tensor, got {got}")
@@ -122,6 +124,26 @@ class AlexNet(nn.Module):
                 return self._reference_forward(x, stop)
             return engine.run(self, x, layer)
 
+    def _forward_from(self, x: torch.Tensor, start: str, layer: str, backend: str
+                      ) -> torch.Tensor:
+        """The layers after `start` on x, the output of `start` ([N, C, H, W] for conv5: the
+        windows of a shared map, sized as for one input_size image)."""
+        if start != "conv5":
+            raise ValueError(f"start must be 'conv5' (the FC layers from conv5 windows), got "
+                             f"{start!r}")
+        stop = self.layers.index(layer)
+        if stop <= CONV_LAYERS.index(start):
+            raise ValueError(f"layer must come after start={start!r}, got {layer!r}")
+        expected = self.arch.conv_shapes()[-1][1]
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be [N, {', '.join(map(str, expected))}] conv5 "
+                             f"features, got {got}")
+        with torch.no_grad():
+            if backend == "reference":
+                return self._reference_forward(x, stop, first=len(CONV_LAYERS))
+            return engine.run(self, x, layer, start=start)
+
     def reference_forward(self, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
         """The spec as plain PyTorch layers, without forward's checks or its no_grad:
         what torch.compile baselines trace."""
@@ -129,8 +151,10 @@ class AlexNet(nn.Module):
 
     # ---------------------------------------------------------------- reference: the spec
 
-    def _reference_forward(self, x: torch.Tensor, stop: int) -> torch.Tensor:
+    def _reference_forward(self, x: torch.Tensor, stop: int, first: int = 0) -> torch.Tensor:
         for index, (name, block) in enumerate(zip(CONV_LAYERS, self.arch.convs)):
+            if index < first:
+                continue
             conv = getattr(self, name)
             x = reference.conv_block(x, conv.weight.to(x.dtype), conv.bias.to(x.dtype),
                                      stride=block.stride, padding=block.padding,

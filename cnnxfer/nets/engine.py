@@ -44,11 +44,14 @@ def prepare_weights(named_parameters, dtype: torch.dtype, device: torch.device,
     return prepared
 
 
-def run(net, x: torch.Tensor, layer: str, *, packed_linear: bool | None = None) -> torch.Tensor:
+def run(net, x: torch.Tensor, layer: str, *, packed_linear: bool | None = None,
+        start: str | None = None) -> torch.Tensor:
     """net's activations at `layer` for x [N, 3, H, W] (checked by the caller), in x's dtype and,
     for conv layers, x's memory format. packed_linear: None decides by uses_packed_linear; False
-    forces the addmm path (both paths are tested)."""
+    forces the addmm path (both paths are tested). start: x is the output of that layer
+    (e.g. "conv5": conv5 windows cut from a shared map), and the layers after it run."""
     stop = net.layers.index(layer)
+    first = net.layers.index(start) + 1 if start is not None else 0
     out_dtype = x.dtype
     out_format = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
                   and not x.is_contiguous() else torch.contiguous_format)
@@ -60,6 +63,8 @@ def run(net, x: torch.Tensor, layer: str, *, packed_linear: bool | None = None) 
     w = net.engine_weights(dtype, x.device, channels_last, packed_linear)
     x = x.to(dtype, memory_format=torch.channels_last if channels_last else out_format)
     for index, (name, block) in enumerate(zip(CONV_LAYERS, net.arch.convs)):
+        if index < first:
+            continue
         x = ops.conv_block(x, w[f"{name}.weight"], w[f"{name}.bias"], stride=block.stride,
                            padding=block.padding, groups=block.groups, lrn=block.lrn,
                            pool=block.pool, order=block.order)

@@ -51,6 +51,7 @@ class DemoSettings:
     hidden: int = 1024
     scratch_epochs: int = 12
     device: str = "cpu"
+    mode: str = "per_patch"  # the transfer row's features: per patch, or shared convolutions
     # the rows to compute; transfer_patches always runs (on a real VOCdevkit tree, scratch is
     # the costly one: a whole network trained on every labelled patch)
     rows: tuple[str, ...] = ROWS
@@ -115,7 +116,7 @@ def compare(out: str | Path, settings: DemoSettings = DemoSettings(), *,
     begin = time.perf_counter()
     transfer = run_voc(root, weights, out / "transfer",
                        settings=FeatureSettings(scales=tuple(settings.scales),
-                                                device=settings.device),
+                                                device=settings.device, mode=settings.mode),
                        config=TrainConfig(epochs=settings.head_epochs, hidden=settings.hidden,
                                           seed=settings.seed, device=settings.device),
                        maps=4, progress=progress)

@@ -38,6 +38,7 @@ class FeatureSettings:
     dtype: torch.dtype = torch.float32
     device: str = "cpu"
     scales: tuple[float, ...] = PAPER_SCALES
+    mode: str = "per_patch"  # or "shared" (features.shared): PatchFeatureExtractor's mode
 
     def header(self, weights_sha256: str) -> dict:
         """The header fields a stored file must match to be reused, as `cnnxfer extract`
@@ -47,6 +48,8 @@ class FeatureSettings:
                   "dtype": DTYPE_NAMES[self.dtype], "conv_pooling": "flatten"}
         if tuple(self.scales) != PAPER_SCALES:
             header["grid"] = list(self.scales)
+        if self.mode != "per_patch":
+            header["mode"] = self.mode
         return header
 
 
@@ -104,7 +107,8 @@ def ensure_features(images: Sequence[str | os.PathLike], folder: str | os.PathLi
     grid = (paper_grid if tuple(settings.scales) == PAPER_SCALES
             else functools.partial(paper_grid, scales=settings.scales))
     extractor = PatchFeatureExtractor(net, layer=settings.layer, grid=grid,
-                                      device=settings.device, dtype=settings.dtype)
+                                      device=settings.device, dtype=settings.dtype,
+                                      mode=settings.mode)
     bar = tqdm(total=len(missing), unit="image", desc="features", disable=not progress)
 
     def report(source: str, error: Exception) -> None:
@@ -136,10 +140,12 @@ def _from_store(sources: list[str], folder: Path, settings: FeatureSettings,
     reader = feature_store.open(folder)
     stored = reader.settings
     wanted = {"layer": settings.layer, "dtype": DTYPE_NAMES[settings.dtype],
-              "conv_pooling": "flatten", "scales": list(settings.scales)}
+              "conv_pooling": "flatten", "scales": list(settings.scales),
+              "mode": settings.mode}
     have = {"layer": stored.get("layer"), "dtype": stored.get("dtype"),
             "conv_pooling": stored.get("conv_pooling"),
-            "scales": list(stored.get("grid", {}).get("scales", []))}
+            "scales": list(stored.get("grid", {}).get("scales", [])),
+            "mode": stored.get("mode", "per_patch")}
     if weights is not None:
         wanted["weights_sha256"] = fingerprint(weights)
         have["weights_sha256"] = stored.get("weights_sha256")

@@ -1,0 +1,117 @@
+"""Shared convolutions (cnnxfer.features.shared, PatchFeatureExtractor(mode="shared")) against
+the per-patch path: exact where the geometry allows it, bounded where it does not."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cnnxfer import PatchFeatureExtractor
+from cnnxfer.features import shared
+from cnnxfer.features.grids import paper_grid
+from cnnxfer.nets import AlexNet, Architecture, ConvBlock, alexnet
+from cnnxfer.ops import LRN, MaxPool, extract_patches
+
+
+def _photo(width: int, height: int, seed: int = 0) -> torch.Tensor:
+    coarse = np.random.default_rng(seed).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    pixels = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BILINEAR))
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1)
+
+
+def _unpadded(seed: int = 0) -> AlexNet:
+    """An AlexNet-like chain without any padding (so a conv5 cell sees only the pixels of its
+    receptive field, in a patch or in a whole image alike), LRN and ceil-mode pools included,
+    biases random: 195 px -> conv5 map 3 x 3 per patch, total stride 16."""
+    pool = MaxPool(3, 2, 0, ceil_mode=True)
+    convs = (ConvBlock(16, 11, 4, 0, 1, LRN(5, 1e-4, 0.75, 1.0), pool),
+             ConvBlock(32, 5, 1, 0, 2, LRN(5, 1e-4, 0.75, 1.0), pool),
+             ConvBlock(32, 3, 1, 0, 1), ConvBlock(32, 3, 1, 0, 2), ConvBlock(16, 3, 1, 0, 2))
+    arch = Architecture("unpadded", convs, fc=(64, 64), num_classes=None, input_size=195)
+    net = AlexNet(arch)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    return net
+
+
+def test_aligned_windows_equal_the_per_patch_network_without_padding():
+    """Where nothing differs but the sharing: patches at whole-cell offsets, of the network's
+    input size (no resampling), through a chain without padding. Every window equals the
+    per-patch conv5 output to float rounding, and so do the FC layers after it."""
+    net = _unpadded()
+    stride, n = shared.total_stride(net), shared.window_cells(net)
+    assert (stride, n) == (16, 3)
+    side = net.arch.input_size
+    image = _photo(320, 320, seed=1)
+    starts = [(0, 0), (stride, 0), (3 * stride, 2 * stride), (5 * stride, 7 * stride)]
+    boxes = torch.tensor([[x, y, x + side, y + side] for x, y in starts])
+    windows = shared.conv5_windows(net, image, boxes)
+    prep = net.preprocessing
+    patches = extract_patches(image, boxes, size=side, mean=prep.mean, std=prep.std,
+                              reverse_channels=prep.reverse_channels)
+    expected = net(patches, "conv5")
+    torch.testing.assert_close(windows, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(net(windows, "fc7", start="conv5"), net(patches, "fc7"),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_the_border_effect_on_alexnet_is_bounded():
+    """AlexNet's layout (padded convs, 227 px, random weights) on the paper's grid at 500x375:
+    the per-patch network zero-pads each patch's maps at its border where the shared map sees
+    the neighbouring image, and the patches are resampled from the whole image rather than
+    from their crop, and most windows are not at whole-cell offsets (adaptive max-pooling).
+    FC7 still agrees closely: measured median cosine 0.96, 5th percentile 0.95."""
+    net = alexnet("alexnet", width=0.25, seed=0)
+    image = _photo(500, 375)
+    per_patch, boxes = PatchFeatureExtractor(net)(image)
+    sharing, shared_boxes = PatchFeatureExtractor(net, mode="shared")(image)
+    assert torch.equal(boxes, shared_boxes) and sharing.shape == per_patch.shape
+    cosine = F.cosine_similarity(per_patch, sharing)
+    assert cosine.median() > 0.93 and cosine.quantile(0.05) > 0.9, cosine.quantile(
+        torch.tensor([0.05, 0.5]))
+
+
+def test_windows_are_cut_exactly_or_pooled_from_the_projected_cells():
+    """The window logic on a map of known values: whole-cell starts give the n x n cells,
+    others the n + 1 covering cells max-pooled to n x n, and the map's edge repeats."""
+    conv5 = torch.arange(2 * 8 * 9, dtype=torch.float32).reshape(2, 8, 9)
+    stride, n = 32, 3
+    starts = torch.tensor([[64.0, 32.0], [80.0, 32.0], [224.0, 192.0]], dtype=torch.float64)
+    out = shared._windows(conv5, starts, stride, n, factor=1.0)
+    torch.testing.assert_close(out[0], conv5[:, 1:4, 2:5])          # cells (2, 1): exact
+    wide = conv5[:, 1:5, 2:6]                                         # 2.5 cells: 4 covering
+    torch.testing.assert_close(out[1], F.adaptive_max_pool2d(wide[None], n)[0])
+    # (7, 6) + 3 cells runs past the 9 x 8 map: the last row and column repeat
+    edge = conv5[:, [6, 7, 7], :][:, :, [7, 8, 8]]
+    torch.testing.assert_close(out[2], edge)
+
+
+def test_shared_mode_saves_multiply_adds_on_the_paper_grid():
+    net = alexnet("alexnet", seed=0)
+    boxes = paper_grid(500, 375)
+    per_patch, sharing = shared.multiply_adds(net, 500, 375, boxes)
+    assert len(boxes) == 496 and 4.0 < per_patch / sharing < 4.8
+
+
+def test_shared_mode_conv5_dtypes_and_errors():
+    net = alexnet("alexnet", width=0.125, seed=0)
+    image = _photo(200, 150)
+    features, boxes = PatchFeatureExtractor(net, layer="conv5", conv_pooling="max",
+                                            mode="shared")(image)
+    assert features.shape == (len(boxes), net.arch.conv_shapes()[-1][1][0])
+    bf16, _ = PatchFeatureExtractor(net, dtype=torch.bfloat16, mode="shared")(image)
+    fp32, _ = PatchFeatureExtractor(net, mode="shared")(image)
+    assert bf16.dtype == torch.bfloat16
+    assert F.cosine_similarity(bf16.float(), fp32).min() > 0.98
+    with pytest.raises(ValueError, match="mode must be one of per_patch, shared"):
+        PatchFeatureExtractor(net, mode="fast")
+    with pytest.raises(ValueError, match="gives conv5, fc6, fc7 or fc8 features"):
+        PatchFeatureExtractor(net, layer="conv3", mode="shared")
+    with pytest.raises(ValueError, match="needs square boxes"):
+        shared.conv5_windows(net, image, torch.tensor([[0, 0, 40, 30]]))
+    with pytest.raises(ValueError, match=r"x must be \[N, 32, 6, 6\] conv5 features"):
+        net(torch.zeros(1, 32, 5, 5), "fc7", start="conv5")
