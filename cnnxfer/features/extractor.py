@@ -114,6 +114,7 @@ class PatchFeatureExtractor:
         # (CPUs without bf16 units) that is fp32, and casting bf16 patches up would be wasted.
         self.patch_dtype = compute_dtype(dtype, self.device)
         self.batch_size = max(1, min(max_batch, max_bytes // self.bytes_per_patch()))
+        self.max_bytes = max_bytes
 
     # ------------------------------------------------------------------ public API
 
@@ -192,8 +193,9 @@ class PatchFeatureExtractor:
             else:
                 features = torch.empty((len(boxes), self.feature_size()), dtype=self.dtype,
                                        device=self.device)
-                for begin in range(0, len(boxes), self.batch_size):
-                    batch = windows[begin:begin + self.batch_size]
+                rows = self._fc_batch()
+                for begin in range(0, len(boxes), rows):
+                    batch = windows[begin:begin + rows]
                     features[begin:begin + len(batch)] = self.net(
                         batch, self.layer, start="conv5").to(self.dtype)
             yield ImageFeatures(image_io.describe(source), features, boxes)
@@ -248,6 +250,15 @@ class PatchFeatureExtractor:
     def _features(self, batch: torch.Tensor) -> torch.Tensor:
         out = self.net(batch, layer=self.layer).to(self.dtype)
         return self._pool_conv(out) if self.layer in CONV_LAYERS else out
+
+    def _fc_batch(self) -> int:
+        """Rows per FC batch in shared mode: the FC layers alone need little memory per row,
+        and their GEMMs run faster on taller batches (256 rows: 0.31 s instead of 0.51 s for
+        AlexNet's FC6/FC7 on 496 rows in fp32 on 2 cores), within the byte budget."""
+        element = torch.empty((), dtype=self.patch_dtype).element_size()
+        per_row = (self.net.arch.conv5_shape()[0] * self.net.arch.conv5_shape()[1] ** 2
+                   + sum(self.net.arch.fc)) * element * 2
+        return max(1, min(256, self.max_bytes // per_row))
 
     def _pool_conv(self, out: torch.Tensor) -> torch.Tensor:
         """[N, C, H, W] conv features as vectors: flattened, or max / average over space."""

@@ -95,25 +95,19 @@ def _windows(conv5: torch.Tensor, starts: torch.Tensor, stride: int, n: int,
     nearest = cells.round()
     # within half an original pixel of a cell boundary: the exact window
     exact = ((cells - nearest).abs() * stride <= factor / 2 + 1e-9).all(dim=1)
-    out = torch.empty((len(starts), conv5.shape[0], n, n), dtype=conv5.dtype,
-                      device=conv5.device)
-    if bool(exact.any()):
-        out[exact] = _gather(conv5, nearest[exact].to(torch.int64), n)
-    if not bool(exact.all()):
-        first = cells[~exact].floor().to(torch.int64)
-        wide = _gather(conv5, first, n + 1)  # the n + 1 cells that cover [a, a + n)
-        out[~exact] = F.adaptive_max_pool2d(wide, n)
-    return out
-
-
-def _gather(conv5: torch.Tensor, first: torch.Tensor, n: int) -> torch.Tensor:
-    """[K, C, n, n]: the n x n cells from `first` [K, 2] (x, y), clamped to the map."""
-    span = torch.arange(n, device=conv5.device)
-    xs = (first[:, 0:1].to(conv5.device) + span).clamp(0, conv5.shape[2] - 1)   # [K, n]
-    ys = (first[:, 1:2].to(conv5.device) + span).clamp(0, conv5.shape[1] - 1)   # [K, n]
-    # conv5[:, ys[k, i], xs[k, j]] for every k, i, j -> [C, K, n, n]
-    picked = conv5[:, ys[:, :, None], xs[:, None, :]]
-    return picked.permute(1, 0, 2, 3)
+    first = torch.where(exact[:, None], nearest, cells.floor()).to(torch.int64).tolist()
+    # The n + 1 cells covering [a, a + n) max-pooled adaptively to n are, cell by cell, the
+    # max of two neighbours: a 2 x 2, stride 1 max-pool of the map, computed once per scale.
+    # The edge is padded by repeating the last cells, for windows that run past it.
+    grid = conv5.contiguous()[None]
+    padded = F.pad(grid, (0, n + 1, 0, n + 1), mode="replicate")[0]
+    pooled = F.max_pool2d(padded[None], 2, stride=1)[0] if not bool(exact.all()) else None
+    pieces = []
+    for (x, y), whole in zip(first, exact.tolist()):
+        source = padded if whole else pooled
+        x, y = min(max(x, 0), conv5.shape[2] - 1), min(max(y, 0), conv5.shape[1] - 1)
+        pieces.append(source[:, y:y + n, x:x + n])
+    return torch.stack(pieces) if pieces else conv5.new_empty((0, conv5.shape[0], n, n))
 
 
 def multiply_adds(net: AlexNet, width: int, height: int, boxes: torch.Tensor) -> tuple[int, int]:
