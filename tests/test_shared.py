@@ -115,3 +115,35 @@ def test_shared_mode_conv5_dtypes_and_errors():
         shared.conv5_windows(net, image, torch.tensor([[0, 0, 40, 30]]))
     with pytest.raises(ValueError, match=r"x must be \[N, 32, 6, 6\] conv5 features"):
         net(torch.zeros(1, 32, 5, 5), "fc7", start="conv5")
+
+
+def test_a_map_over_the_budget_is_computed_in_bands_with_the_same_cells(monkeypatch):
+    """Item 4: the largest scale's map in bands of rows (receptive-field overlap, starts at a
+    multiple of the total stride) equals the map computed whole, to float rounding."""
+    net = alexnet("alexnet", width=0.125, seed=0)
+    size, offset, stride = shared.receptive_field(net)
+    assert (size, offset, stride) == (195, 64, 32)  # AlexNet's conv5 cell after pool5
+    x = shared.resized(_photo(500, 375), 227 / 94, net, torch.float32)  # the paper's λ = 4
+    whole, tiles = shared.conv5_map(net, x)
+    assert tiles == 1
+    per_pixel = shared.bytes_per_pixel(net, torch.float32)
+    budget = int(per_pixel * x.shape[3] * 300)  # bands of 288 rows: 4 or more of them
+    banded, tiles = shared.conv5_map(net, x, budget)
+    assert tiles >= 4 and banded.shape == whole.shape
+    torch.testing.assert_close(banded, whole, rtol=1e-4, atol=1e-5)
+    # the extractor passes its byte budget down: the same features, in bands
+    image = _photo(300, 225)
+    expected, _ = PatchFeatureExtractor(net, mode="shared")(image)
+    small = int(per_pixel * 227 / 45 * 300 * 300)
+    tiles, whole_map = [], shared.conv5_map
+
+    def counted(*args, **kwargs):
+        result = whole_map(*args, **kwargs)
+        tiles.append(result[1])
+        return result
+    monkeypatch.setattr(shared, "conv5_map", counted)
+    got, _ = PatchFeatureExtractor(net, mode="shared", max_bytes=small)(image)
+    assert len(tiles) == 9 and max(tiles) > 1, tiles  # the large scales came in bands
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="too small for shared convolutions"):
+        shared.conv5_map(net, x, int(per_pixel * x.shape[3] * 100))

@@ -184,7 +184,8 @@ class PatchFeatureExtractor:
                 image = image_io.load_image(source).to(self.device)
                 boxes = self._boxes(image)
                 windows = conv5_windows(self.net, image, boxes, dtype=self.patch_dtype,
-                                        channels_last=self.channels_last)
+                                        channels_last=self.channels_last,
+                                        max_bytes=self.max_bytes)
             except (OSError, ValueError, TypeError) as error:
                 self._report(source, error, on_error)
                 continue

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..nets import AlexNet
+from ..ops.geometry import as_padding
 
 
 def total_stride(net: AlexNet) -> int:
@@ -38,6 +39,69 @@ def total_stride(net: AlexNet) -> int:
             pool = block.pool.stride
             stride *= pool if isinstance(pool, int) else pool[0]
     return stride
+
+
+def receptive_field(net: AlexNet) -> tuple[int, int, int]:
+    """(size, offset, stride) of one conv5 cell: cell i sees input pixels
+    [i * stride - offset, i * stride - offset + size) along each axis."""
+    size, offset, jump = 1, 0, 1
+    for block in net.arch.convs:
+        layers = [(block.kernel_size, block.stride, block.padding)]
+        if block.pool is not None:
+            kernel = block.pool.kernel_size
+            stride = block.pool.stride
+            layers.append((kernel if isinstance(kernel, int) else kernel[0],
+                           stride if isinstance(stride, int) else stride[0],
+                           as_padding(block.pool.padding)[0]))
+        for kernel, stride, padding in layers:
+            size += (kernel - 1) * jump
+            offset += padding * jump
+            jump *= stride
+    return size, offset, jump
+
+
+def bytes_per_pixel(net: AlexNet, dtype: torch.dtype) -> float:
+    """Peak bytes of the conv blocks per input pixel: the input plus the two largest
+    consecutive activations, as for one input_size image (the extractor's own estimate)."""
+    element = torch.empty((), dtype=dtype).element_size()
+    sizes = [3 * net.arch.input_size ** 2]
+    for conv, out in net.arch.conv_shapes():
+        sizes += [math.prod(conv), math.prod(out)]
+    peak = max(a + b for a, b in zip(sizes, sizes[1:]))
+    return (sizes[0] + peak) * element / net.arch.input_size ** 2
+
+
+def conv5_map(net: AlexNet, x: torch.Tensor, max_bytes: int | None = None
+              ) -> tuple[torch.Tensor, int]:
+    """(conv5 of the normalized image x [1, 3, h, w]: [C, mh, mw], the number of tiles it was
+    computed in). When the whole image's activations would exceed max_bytes, the image is cut
+    into bands of rows, each with the receptive field's overlap, starting at a multiple of the
+    total stride (so every layer's grid lines up with the whole image's); a band keeps only the
+    cells whose receptive field lies inside it (or reaches the image's real edge), which are
+    the whole image's cells, bit for bit up to the convolutions' summation order."""
+    height, width = int(x.shape[2]), int(x.shape[3])
+    per_pixel = bytes_per_pixel(net, x.dtype)
+    if max_bytes is None or height * width * per_pixel <= max_bytes:
+        return net(x, "conv5")[0], 1
+    size, offset, stride = receptive_field(net)
+    rows = int(max_bytes // (per_pixel * width)) // stride * stride
+    if rows < size + stride:
+        raise ValueError(f"max_bytes={max_bytes} is too small for shared convolutions on a "
+                         f"{width}-pixel-wide map: a band needs {size + stride} rows "
+                         f"({(size + stride) * width * per_pixel / 2**20:.0f} MiB)")
+    bands, cell, tiles = [], 0, 0
+    while True:
+        top = max(0, (cell * stride - offset) // stride * stride)
+        bottom = min(height, top + rows)
+        band = net(x[:, :, top:bottom], "conv5")[0]
+        tiles += 1
+        first = cell - top // stride
+        if bottom == height:  # the image's real bottom edge: padded alike, all cells valid
+            bands.append(band[:, first:])
+            return torch.cat(bands, dim=1), tiles
+        last = (bottom - top + offset - size) // stride  # its field ends inside the band
+        bands.append(band[:, first:last + 1])
+        cell += last + 1 - first
 
 
 def window_cells(net: AlexNet) -> int:
@@ -62,11 +126,12 @@ def resized(image: torch.Tensor, factor: float, net: AlexNet, dtype: torch.dtype
 
 
 def conv5_windows(net: AlexNet, image: torch.Tensor, boxes: torch.Tensor, *,
-                  dtype: torch.dtype = torch.float32, channels_last: bool = True
-                  ) -> torch.Tensor:
+                  dtype: torch.dtype = torch.float32, channels_last: bool = True,
+                  max_bytes: int | None = None) -> torch.Tensor:
     """[K, C, n, n] conv5 windows of the square `boxes` [K, 4] of `image` ([3, H, W], uint8 or
     pixel-valued float), in `dtype`; the FC layers take them as net(windows, layer,
-    start="conv5")."""
+    start="conv5"). max_bytes: the conv blocks' activation budget per map (conv5_map tiles
+    a scale whose whole map would not fit)."""
     if boxes.numel() and not bool(((boxes[:, 2] - boxes[:, 0]) == (boxes[:, 3] - boxes[:, 1]))
                                    .all()):
         raise ValueError("mode='shared' needs square boxes (the paper's grid gives them): a "
@@ -81,7 +146,7 @@ def conv5_windows(net: AlexNet, image: torch.Tensor, boxes: torch.Tensor, *,
         x = resized(image, factor, net, dtype)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        conv5 = net(x, "conv5")[0]  # [C, mh, mw]: the whole map at this scale
+        conv5, _ = conv5_map(net, x, max_bytes)  # [C, mh, mw]: the whole map at this scale
         out[rows] = _windows(conv5, boxes[rows, :2].to(torch.float64) * factor, stride, n,
                              factor)
     return out
