@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cold_read import HAS_FADVISE, evict, sequential_read
 from PIL import Image
 
 from cnnxfer import PatchFeatureExtractor
@@ -114,16 +115,7 @@ def stored(folder):
     return target
 
 
-def _evict(paths) -> None:
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
-@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="needs posix_fadvise")
+@pytest.mark.skipif(not HAS_FADVISE, reason="needs posix_fadvise")
 @pytest.mark.parametrize("provider", ("cnnxfer", "floor"))
 def test_store_read_cold(benchmark, record, note, stored, provider):
     paths = sorted((stored / store.SHARDS).glob("*.safetensors"))
@@ -133,20 +125,13 @@ def test_store_read_cold(benchmark, record, note, stored, provider):
         buffer = torch.empty(496, D)
 
         def fn():
-            _evict(paths)
+            evict(paths)
             rows = 0
             for image in store.open(stored):
                 buffer[:len(image.features)].copy_(image.features)
                 rows += len(image.features)
             assert rows == 3 * 16 * 496
     else:
-        chunk = bytearray(8 << 20)
-
-        def fn():
-            _evict(paths)
-            for path in paths:
-                with open(path, "rb", buffering=0) as handle:
-                    while handle.readinto(chunk):
-                        pass
+        fn = sequential_read(paths)
     record(case, provider, benchmark, fn)
     note(f"{case} ({provider}): {size / benchmark.stats.stats.median / 1e9:.2f} GB/s")

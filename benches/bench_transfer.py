@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from cold_read import HAS_FADVISE, evict, sequential_read
 from torch import nn
 
 from cnnxfer.transfer import AdaptationHead, TrainConfig
@@ -143,16 +144,7 @@ def image_files():
         yield paths
 
 
-def _evict(paths) -> None:
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
-@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="needs posix_fadvise")
+@pytest.mark.skipif(not HAS_FADVISE, reason="needs posix_fadvise")
 @pytest.mark.parametrize("provider", ("cnnxfer", "floor"))
 def test_shard_read_cold(benchmark, record, note, shard_files, provider):
     case = "shard read, cold page cache, 3 x 128 MiB"
@@ -161,30 +153,18 @@ def test_shard_read_cold(benchmark, record, note, shard_files, provider):
         stream = ShardStream(shard_files)  # as training keeps it from epoch to epoch
 
         def fn():
-            _evict(shard_files.paths)
+            evict(shard_files.paths)
             rows = 0
             for x, _ in stream.batches(256, seed=0):
                 rows += x.shape[0]
             assert rows == shard_files.total
     else:
-        fn = _sequential_read(shard_files.paths)
+        fn = sequential_read(shard_files.paths)
     record(case, provider, benchmark, fn)
     note(f"{case} ({provider}): {size / benchmark.stats.stats.median / 1e9:.2f} GB/s")
 
 
-def _sequential_read(paths):
-    buffer = bytearray(8 << 20)
-
-    def fn():
-        _evict(paths)
-        for path in paths:
-            with open(path, "rb", buffering=0) as handle:
-                while handle.readinto(buffer):
-                    pass
-    return fn
-
-
-@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="needs posix_fadvise")
+@pytest.mark.skipif(not HAS_FADVISE, reason="needs posix_fadvise")
 @pytest.mark.parametrize("provider", ("cnnxfer", "floor"))
 def test_feature_files_read_cold(benchmark, record, note, image_files, provider):
     """How write_shards reads the per-image files (features.load_features), cold."""
@@ -194,10 +174,10 @@ def test_feature_files_read_cold(benchmark, record, note, image_files, provider)
     size = sum(p.stat().st_size for p in image_files)
     if provider == "cnnxfer":
         def fn():
-            _evict(image_files)
+            evict(image_files)
             for path in image_files:
                 load_features(path)
     else:
-        fn = _sequential_read(image_files)
+        fn = sequential_read(image_files)
     record(case, provider, benchmark, fn)
     note(f"{case} ({provider}): {size / benchmark.stats.stats.median / 1e9:.2f} GB/s")

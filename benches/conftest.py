@@ -13,6 +13,8 @@ from collections import defaultdict
 import pytest
 import torch
 
+from cnnxfer.ops.precision import cpu_model_and_flags
+
 # case -> provider -> median seconds; case -> bytes moved by the op (read + written)
 _TIMES: dict[str, dict[str, float]] = defaultdict(dict)
 _BYTES: dict[str, tuple[int, int]] = {}
@@ -82,16 +84,7 @@ def _floor_seconds(case: str, times: dict[str, float]) -> float | None:
 
 def machine() -> str:
     """The CPU model, its AVX-512 / AMX flags (they decide the bf16 paths), threads and torch."""
-    model, flags = "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name") and model == "unknown CPU":
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    model, flags = cpu_model_and_flags()
     wanted = sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma"))
     return (f"{model}; {' '.join(wanted) or 'no AVX flags listed'}; "
             f"{torch.get_num_threads()} threads; torch {torch.__version__}")

@@ -33,6 +33,20 @@ _DTYPES = {"cpu": (torch.float32, torch.bfloat16),
            "cuda": (torch.float32, torch.bfloat16, torch.float16)}
 
 
+def peak_bytes(arch, dtype: torch.dtype, *, fc: bool = True) -> int:
+    """Peak bytes one input_size x input_size input needs on the way through the network (its
+    conv blocks only, without `fc`): the input (held twice while a batch is assembled from
+    pieces) plus the two largest consecutive activations, in `dtype`."""
+    element = torch.empty((), dtype=dtype).element_size()
+    sizes = [3 * arch.input_size ** 2]
+    for conv, out in arch.conv_shapes():
+        sizes += [math.prod(conv), math.prod(out)]
+    if fc:
+        sizes += list(arch.fc)
+    peak = max(a + b for a, b in zip(sizes, sizes[1:]))
+    return (sizes[0] + peak) * element
+
+
 class ImageFeatures(NamedTuple):
     """Features of one image: features [K, D] (dtype of the extractor), boxes [K, 4] int64
     (x0, y0, x1, y1) in pixels of the decoded, upright image; source names the image."""
@@ -153,17 +167,8 @@ class PatchFeatureExtractor:
         yield from self._finished(queue)
 
     def bytes_per_patch(self) -> int:
-        """Peak bytes one patch needs on the way through the network: its input patch (held
-        twice while a batch is assembled from pieces) plus the two largest consecutive
-        activations, in the dtype the network computes in."""
-        element = torch.empty((), dtype=compute_dtype(self.dtype, self.device)).element_size()
-        arch = self.net.arch
-        sizes = [3 * arch.input_size ** 2]
-        for conv, out in arch.conv_shapes():
-            sizes += [math.prod(conv), math.prod(out)]
-        sizes += list(arch.fc)
-        peak = max(a + b for a, b in zip(sizes, sizes[1:]))
-        return (sizes[0] + peak) * element
+        """Peak bytes one patch needs on the way through the network (peak_bytes)."""
+        return peak_bytes(self.net.arch, compute_dtype(self.dtype, self.device))
 
     def feature_size(self) -> int:
         """D, the length of one patch's feature vector."""

@@ -28,17 +28,12 @@ import torch.nn.functional as F
 
 from ..nets import AlexNet
 from ..ops.geometry import as_padding
+from .extractor import peak_bytes
 
 
 def total_stride(net: AlexNet) -> int:
     """T: input pixels per conv5 cell (the product of the conv and pooling strides)."""
-    stride = 1
-    for block in net.arch.convs:
-        stride *= block.stride
-        if block.pool is not None:
-            pool = block.pool.stride
-            stride *= pool if isinstance(pool, int) else pool[0]
-    return stride
+    return receptive_field(net)[2]
 
 
 def receptive_field(net: AlexNet) -> tuple[int, int, int]:
@@ -61,14 +56,9 @@ def receptive_field(net: AlexNet) -> tuple[int, int, int]:
 
 
 def bytes_per_pixel(net: AlexNet, dtype: torch.dtype) -> float:
-    """Peak bytes of the conv blocks per input pixel: the input plus the two largest
-    consecutive activations, as for one input_size image (the extractor's own estimate)."""
-    element = torch.empty((), dtype=dtype).element_size()
-    sizes = [3 * net.arch.input_size ** 2]
-    for conv, out in net.arch.conv_shapes():
-        sizes += [math.prod(conv), math.prod(out)]
-    peak = max(a + b for a, b in zip(sizes, sizes[1:]))
-    return (sizes[0] + peak) * element / net.arch.input_size ** 2
+    """Peak bytes of the conv blocks per input pixel: the extractor's estimate for one
+    input_size image (features.extractor.peak_bytes), spread over its pixels."""
+    return peak_bytes(net.arch, dtype, fc=False) / net.arch.input_size ** 2
 
 
 def conv5_map(net: AlexNet, x: torch.Tensor, max_bytes: int | None = None
@@ -160,19 +150,24 @@ def _windows(conv5: torch.Tensor, starts: torch.Tensor, stride: int, n: int,
     nearest = cells.round()
     # within half an original pixel of a cell boundary: the exact window
     exact = ((cells - nearest).abs() * stride <= factor / 2 + 1e-9).all(dim=1)
-    first = torch.where(exact[:, None], nearest, cells.floor()).to(torch.int64).tolist()
+    first = torch.where(exact[:, None], nearest, cells.floor()).to(torch.int64)
+    xs = first[:, 0].clamp(0, conv5.shape[2] - 1).to(conv5.device)
+    ys = first[:, 1].clamp(0, conv5.shape[1] - 1).to(conv5.device)
+    exact = exact.to(conv5.device)
     # The n + 1 cells covering [a, a + n) max-pooled adaptively to n are, cell by cell, the
     # max of two neighbours: a 2 x 2, stride 1 max-pool of the map, computed once per scale.
     # The edge is padded by repeating the last cells, for windows that run past it.
-    grid = conv5.contiguous()[None]
-    padded = F.pad(grid, (0, n + 1, 0, n + 1), mode="replicate")[0]
-    pooled = F.max_pool2d(padded[None], 2, stride=1)[0] if not bool(exact.all()) else None
-    pieces = []
-    for (x, y), whole in zip(first, exact.tolist()):
-        source = padded if whole else pooled
-        x, y = min(max(x, 0), conv5.shape[2] - 1), min(max(y, 0), conv5.shape[1] - 1)
-        pieces.append(source[:, y:y + n, x:x + n])
-    return torch.stack(pieces) if pieces else conv5.new_empty((0, conv5.shape[0], n, n))
+    padded = F.pad(conv5[None], (0, n + 1, 0, n + 1), mode="replicate")[0]
+    out = conv5.new_empty((len(starts), conv5.shape[0], n, n))
+    for whole in (True, False):
+        rows = exact if whole else ~exact
+        if not bool(rows.any()):
+            continue
+        source = padded if whole else F.max_pool2d(padded[None], 2, stride=1)[0]
+        # every n x n window of the map as a view [C, H', W', n, n]; one gather picks them
+        views = source.unfold(1, n, 1).unfold(2, n, 1)
+        out[rows] = views[:, ys[rows], xs[rows]].permute(1, 0, 2, 3)
+    return out
 
 
 def multiply_adds(net: AlexNet, width: int, height: int, boxes: torch.Tensor) -> tuple[int, int]:
@@ -182,25 +177,13 @@ def multiply_adds(net: AlexNet, width: int, height: int, boxes: torch.Tensor) ->
 
     def conv_macs(h: int, w: int) -> int:
         total, channels = 0, 3
-        for block in arch.convs:
-            h = (h + 2 * block.padding - block.kernel_size) // block.stride + 1
-            w = (w + 2 * block.padding - block.kernel_size) // block.stride + 1
-            total += (h * w * block.out_channels * block.kernel_size ** 2
-                      * channels // block.groups)
+        for block, (conv, _) in zip(arch.convs, arch.conv_shapes(h, w)):
+            total += math.prod(conv) * block.kernel_size ** 2 * channels // block.groups
             channels = block.out_channels
-            if block.pool is not None:
-                k = block.pool.kernel_size if isinstance(block.pool.kernel_size, int) \
-                    else block.pool.kernel_size[0]
-                s = block.pool.stride if isinstance(block.pool.stride, int) \
-                    else block.pool.stride[0]
-                h = math.ceil((h - k) / s) + 1 if block.pool.ceil_mode else (h - k) // s + 1
-                w = math.ceil((w - k) / s) + 1 if block.pool.ceil_mode else (w - k) // s + 1
         return total
 
-    c, h, w = arch.conv5_shape()
-    fc, widths = 0, [c * h * w, *arch.fc]
-    for a, b in zip(widths, widths[1:]):
-        fc += a * b
+    widths = [math.prod(arch.conv5_shape()), *arch.fc]
+    fc = sum(a * b for a, b in zip(widths, widths[1:]))
     per_patch = len(boxes) * (conv_macs(arch.input_size, arch.input_size) + fc)
     shared = len(boxes) * fc
     for side in torch.unique(boxes[:, 2] - boxes[:, 0]).tolist():

@@ -51,16 +51,22 @@ class Architecture:
     input_size: int = 224
     adaptive_pool: int | None = None
 
-    def conv_shapes(self) -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
+    def conv_shapes(self, height: int | None = None, width: int | None = None
+                    ) -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
         """For each conv block, (C, H, W) right after the convolution and after the whole block
-        (ReLU, LRN, pool), for one input_size x input_size image."""
-        side, shapes = self.input_size, []
+        (ReLU, LRN, pool), for one input_size x input_size image, or a height x width one (the
+        conv blocks take any size; a whole image in shared mode)."""
+        height = self.input_size if height is None else height
+        width = self.input_size if width is None else width
+        size = self.input_size if (height, width) == (self.input_size,) * 2 else (height, width)
+        shapes = []
         for block in self.convs:
-            side = (side + 2 * block.padding - block.kernel_size) // block.stride + 1
-            if side < 1:
-                raise ValueError(f"{self.name}: input_size={self.input_size} is too small for the "
-                                 f"conv layers (a feature map shrinks to nothing)")
-            conv = (block.out_channels, side, side)
+            height, width = ((side + 2 * block.padding - block.kernel_size) // block.stride + 1
+                             for side in (height, width))
+            if min(height, width) < 1:
+                raise ValueError(f"{self.name}: input_size={size} is too small for the conv "
+                                 f"layers (a feature map shrinks to nothing)")
+            conv = (block.out_channels, height, width)
             if block.pool is not None:
                 kh, kw = as_pair(block.pool.kernel_size, "kernel_size")
                 sh, sw = as_pair(block.pool.stride, "stride")
@@ -68,11 +74,12 @@ class Architecture:
                 if (kh, sh, top, bottom) != (kw, sw, left, right):
                     raise ValueError(f"{self.name}: pools must treat height and width alike "
                                      f"(square inputs stay square), got {block.pool}")
-                if side + top + bottom < kh:
-                    raise ValueError(f"{self.name}: input_size={self.input_size} is too small "
-                                     f"for the pooling layers")
-                side = pooled_length(side, kh, sh, top, bottom, block.pool.ceil_mode)
-            shapes.append((conv, (block.out_channels, side, side)))
+                if min(height, width) + top + bottom < kh:
+                    raise ValueError(f"{self.name}: input_size={size} is too small for the "
+                                     f"pooling layers")
+                height, width = (pooled_length(side, kh, sh, top, bottom, block.pool.ceil_mode)
+                                 for side in (height, width))
+            shapes.append((conv, (block.out_channels, height, width)))
         return shapes
 
     def conv5_shape(self) -> tuple[int, int, int]:

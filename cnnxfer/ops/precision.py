@@ -27,3 +27,22 @@ def compute_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
             and not (dtype == torch.bfloat16 and cpu_has_native_bf16())):
         return torch.float32
     return dtype
+
+
+def cpu_model_and_flags() -> tuple[str, frozenset[str]]:
+    """(the CPU's model name, its feature flags) from /proc/cpuinfo, for reports of where a
+    figure was measured; ("unknown CPU", {}) where that file is not there."""
+    import platform
+
+    model, flags = platform.processor() or "unknown CPU", frozenset()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = frozenset(line.split(":", 1)[1].split())
+                    break  # the first processor's: the model line comes before its flags
+    except OSError:
+        pass
+    return model, flags

@@ -16,7 +16,6 @@ OUT/report.md (the table, the stage times, patches/s, the machine) and the trans
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from ..data import load_split, mean_average_precision, toyvoc
 from ..features.grids import PAPER_SCALES
 from ..nets import weights as weight_files
+from ..ops.precision import cpu_model_and_flags
 from .baselines import chance_scores, scratch_scores, whole_image_scores
 from .dataset_features import FeatureSettings
 from .pretrain import PretrainConfig, pretrain
@@ -162,17 +162,7 @@ def compare(out: str | Path, settings: DemoSettings = DemoSettings(), *,
 
 def machine() -> str:
     """The CPU model and its AVX-512 / AMX flags, the threads, torch; the GPU if one is used."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
+    model, flags = cpu_model_and_flags()
     wanted = sorted(f for f in flags if f.startswith(("avx512_bf16", "amx")) or f == "avx2")
     gpu = f"; GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return (f"{model} ({' '.join(wanted) or 'no AVX-512/AMX'}), {torch.get_num_threads()} "
