@@ -348,8 +348,13 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_store(uninterrupte
     # nothing partial is visible: every shard under its real name is whole
     for path in (folder / store.SHARDS).glob("shard-*.safetensors"):
         assert store.Shard(path).ids
-    with pytest.raises(store.StoreError, match="run the same command again"):
-        store.open(folder)
+    if killer[0] == "timer" and (folder / store.MANIFEST).is_file():
+        # the timed kill landed after the manifest (in the process's exit): a finished store,
+        # which the comparison below checks whole; the resume has nothing left to do
+        assert store.verify(folder) == []
+    else:  # killed before its manifest: unfinished, and a reader says so
+        with pytest.raises(store.StoreError, match="run the same command again"):
+            store.open(folder)
     if killer == ("shard-write", 3):  # chunk 2 (with the broken image) was being written:
         # its failure was recorded while the run went on, before any shard of it was done
         live = [json.loads(line) for line in (folder / store.FAILURES).read_text().splitlines()]
