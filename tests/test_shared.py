@@ -109,7 +109,7 @@ def test_shared_mode_conv5_dtypes_and_errors():
     assert F.cosine_similarity(bf16.float(), fp32).min() > 0.98
     with pytest.raises(ValueError, match="mode must be one of per_patch, shared"):
         PatchFeatureExtractor(net, mode="fast")
-    with pytest.raises(ValueError, match="gives conv5, fc6, fc7 or fc8 features"):
+    with pytest.raises(ValueError, match="gives features of conv5 or a later layer"):
         PatchFeatureExtractor(net, layer="conv3", mode="shared")
     with pytest.raises(ValueError, match="needs square boxes"):
         shared.conv5_windows(net, image, torch.tensor([[0, 0, 40, 30]]))

@@ -18,6 +18,9 @@ short) repeat the last cell.
 
 For the paper's grid on a 500x375 image this does about 4.3x fewer multiply-adds than 496
 separate patches (the FC layers still run per patch).
+
+"conv5" here stands for the network's last conv layer (net.arch.last_conv: conv5_3 for VGG-16,
+conv6 for OverFeat's accurate net); every function works for any chain of conv blocks.
 """
 from __future__ import annotations
 
@@ -26,17 +29,17 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..nets import AlexNet
+from ..nets import ConvNet
 from ..ops.geometry import as_padding
 from .extractor import peak_bytes
 
 
-def total_stride(net: AlexNet) -> int:
+def total_stride(net: ConvNet) -> int:
     """T: input pixels per conv5 cell (the product of the conv and pooling strides)."""
     return receptive_field(net)[2]
 
 
-def receptive_field(net: AlexNet) -> tuple[int, int, int]:
+def receptive_field(net: ConvNet) -> tuple[int, int, int]:
     """(size, offset, stride) of one conv5 cell: cell i sees input pixels
     [i * stride - offset, i * stride - offset + size) along each axis."""
     size, offset, jump = 1, 0, 1
@@ -55,13 +58,13 @@ def receptive_field(net: AlexNet) -> tuple[int, int, int]:
     return size, offset, jump
 
 
-def bytes_per_pixel(net: AlexNet, dtype: torch.dtype) -> float:
+def bytes_per_pixel(net: ConvNet, dtype: torch.dtype) -> float:
     """Peak bytes of the conv blocks per input pixel: the extractor's estimate for one
     input_size image (features.extractor.peak_bytes), spread over its pixels."""
     return peak_bytes(net.arch, dtype, fc=False) / net.arch.input_size ** 2
 
 
-def conv5_map(net: AlexNet, x: torch.Tensor, max_bytes: int | None = None
+def conv5_map(net: ConvNet, x: torch.Tensor, max_bytes: int | None = None
               ) -> tuple[torch.Tensor, int]:
     """(conv5 of the normalized image x [1, 3, h, w]: [C, mh, mw], the number of tiles it was
     computed in). When the whole image's activations would exceed max_bytes, the image is cut
@@ -72,7 +75,7 @@ def conv5_map(net: AlexNet, x: torch.Tensor, max_bytes: int | None = None
     height, width = int(x.shape[2]), int(x.shape[3])
     per_pixel = bytes_per_pixel(net, x.dtype)
     if max_bytes is None or height * width * per_pixel <= max_bytes:
-        return net(x, "conv5")[0], 1
+        return net(x, net.arch.last_conv)[0], 1
     size, offset, stride = receptive_field(net)
     rows = int(max_bytes // (per_pixel * width)) // stride * stride
     if rows < size + stride:
@@ -83,7 +86,7 @@ def conv5_map(net: AlexNet, x: torch.Tensor, max_bytes: int | None = None
     while True:
         top = max(0, (cell * stride - offset) // stride * stride)
         bottom = min(height, top + rows)
-        band = net(x[:, :, top:bottom], "conv5")[0]
+        band = net(x[:, :, top:bottom], net.arch.last_conv)[0]
         tiles += 1
         first = cell - top // stride
         if bottom == height:  # the image's real bottom edge: padded alike, all cells valid
@@ -94,12 +97,12 @@ def conv5_map(net: AlexNet, x: torch.Tensor, max_bytes: int | None = None
         cell += last + 1 - first
 
 
-def window_cells(net: AlexNet) -> int:
+def window_cells(net: ConvNet) -> int:
     """n: the side of conv5's map for one input_size x input_size patch."""
     return int(net.arch.conv_shapes()[-1][1][1])
 
 
-def resized(image: torch.Tensor, factor: float, net: AlexNet, dtype: torch.dtype
+def resized(image: torch.Tensor, factor: float, net: ConvNet, dtype: torch.dtype
             ) -> torch.Tensor:
     """The whole image resized by `factor` as extract_patches resizes each patch (bilinear,
     antialiased when shrinking, pixel centres aligned: the sampling positions of a patch
@@ -115,7 +118,7 @@ def resized(image: torch.Tensor, factor: float, net: AlexNet, dtype: torch.dtype
     return ((x - mean) / std).to(dtype)
 
 
-def conv5_windows(net: AlexNet, image: torch.Tensor, boxes: torch.Tensor, *,
+def conv5_windows(net: ConvNet, image: torch.Tensor, boxes: torch.Tensor, *,
                   dtype: torch.dtype = torch.float32, channels_last: bool = True,
                   max_bytes: int | None = None) -> torch.Tensor:
     """[K, C, n, n] conv5 windows of the square `boxes` [K, 4] of `image` ([3, H, W], uint8 or
@@ -170,7 +173,7 @@ def _windows(conv5: torch.Tensor, starts: torch.Tensor, stride: int, n: int,
     return out
 
 
-def multiply_adds(net: AlexNet, width: int, height: int, boxes: torch.Tensor) -> tuple[int, int]:
+def multiply_adds(net: ConvNet, width: int, height: int, boxes: torch.Tensor) -> tuple[int, int]:
     """(per-patch, shared) multiply-adds of the conv and FC layers for these boxes of a
     width x height image: what the shared mode saves, computed from the layer shapes."""
     arch = net.arch
@@ -182,7 +185,7 @@ def multiply_adds(net: AlexNet, width: int, height: int, boxes: torch.Tensor) ->
             channels = block.out_channels
         return total
 
-    widths = [math.prod(arch.conv5_shape()), *arch.fc]
+    widths = [math.prod(arch.fc_input_shape()), *arch.fc]
     fc = sum(a * b for a, b in zip(widths, widths[1:]))
     per_patch = len(boxes) * (conv_macs(arch.input_size, arch.input_size) + fc)
     shared = len(boxes) * fc

@@ -1,4 +1,4 @@
-"""The engine's forward pass of an AlexNet-family network: the fast path.
+"""The engine's forward pass of a conv-block network (nets.ConvNet): the fast path.
 
 Convolutions and GEMMs are PyTorch's best (oneDNN on CPUs, cuDNN and cuBLAS on GPUs); every conv
 block's ReLU + LRN + max-pool epilogue is fused by ops.conv_block; ReLUs run in place; there is no
@@ -7,7 +7,7 @@ and returned in the input's dtype. On CPUs the convolutions run channels_last, t
 is fastest in, and fp32 FC layers run as oneDNN GEMMs on prepacked weights where torch offers them
 (ops.compat), with bias and ReLU fused into the call.
 
-The weights come from the network (AlexNet.engine_weights), cast, laid out and packed once and
+The weights come from the network (ConvNet.engine_weights), cast, laid out and packed once and
 cached until a parameter changes.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ import torch.nn.functional as F
 
 from .. import ops
 from ..ops import compat
-from .architecture import CONV_LAYERS, FC_LAYERS
 
 
 def uses_packed_linear(dtype: torch.dtype, device: torch.device) -> bool:
@@ -49,7 +48,8 @@ def run(net, x: torch.Tensor, layer: str, *, packed_linear: bool | None = None,
     """net's activations at `layer` for x [N, 3, H, W] (checked by the caller), in x's dtype and,
     for conv layers, x's memory format. packed_linear: None decides by uses_packed_linear; False
     forces the addmm path (both paths are tested). start: x is the output of that layer
-    (e.g. "conv5": conv5 windows cut from a shared map), and the layers after it run."""
+    (the last conv layer, conv5 for AlexNet: windows cut from a shared map), and the layers
+    after it run."""
     stop = net.layers.index(layer)
     first = net.layers.index(start) + 1 if start is not None else 0
     out_dtype = x.dtype
@@ -62,7 +62,8 @@ def run(net, x: torch.Tensor, layer: str, *, packed_linear: bool | None = None,
     channels_last = x.device.type == "cpu" or out_format == torch.channels_last
     w = net.engine_weights(dtype, x.device, channels_last, packed_linear)
     x = x.to(dtype, memory_format=torch.channels_last if channels_last else out_format)
-    for index, (name, block) in enumerate(zip(CONV_LAYERS, net.arch.convs)):
+    arch = net.arch
+    for index, (name, block) in enumerate(zip(arch.conv_names(), arch.convs)):
         if index < first:
             continue
         x = ops.conv_block(x, w[f"{name}.weight"], w[f"{name}.bias"], stride=block.stride,
@@ -70,16 +71,16 @@ def run(net, x: torch.Tensor, layer: str, *, packed_linear: bool | None = None,
                            pool=block.pool, order=block.order)
         if index == stop:
             return x.to(out_dtype, memory_format=out_format)
-    if net.arch.adaptive_pool is not None:
-        x = F.adaptive_avg_pool2d(x, net.arch.adaptive_pool)
-    x = torch.flatten(x.contiguous(), 1)  # fc6 reads conv5 in NCHW order
-    for index, name in enumerate(FC_LAYERS[:len(net.layers) - len(CONV_LAYERS)]):
-        relu = name != "fc8"
+    if arch.adaptive_pool is not None:
+        x = F.adaptive_avg_pool2d(x, arch.adaptive_pool)
+    x = torch.flatten(x.contiguous(), 1)  # the first FC layer reads the last conv in NCHW order
+    for index, name in enumerate(arch.fc_names()):
+        relu = index < len(arch.fc)  # the class layer gives logits
         if packed_linear:
             x = compat.packed_linear(x, w[f"{name}.weight"], w[f"{name}.bias"], relu)
         else:
             x = torch.addmm(w[f"{name}.bias"], x, w[f"{name}.weight"])
             x = F.relu_(x) if relu else x
-        if len(CONV_LAYERS) + index == stop:
+        if len(arch.convs) + index == stop:
             return x.to(out_dtype)
     raise AssertionError("unreachable: layer is checked against net.layers")

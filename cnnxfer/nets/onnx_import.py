@@ -1,15 +1,18 @@
-"""AlexNet-family networks from ONNX graphs (model-zoo bvlc_alexnet, caffenet and the like).
+"""Conv-block networks from ONNX graphs (model-zoo bvlc_alexnet, caffenet, zfnet512, vgg16/19
+and the like).
 
-    net = cnnxfer.nets.onnx_import.from_onnx("bvlc_alexnet.onnx")  # an AlexNet, weights loaded
+    net = cnnxfer.nets.onnx_import.from_onnx("bvlc_alexnet.onnx")  # a ConvNet, weights loaded
     fc7 = net(batch, layer="fc7")                                  # [N, 4096]
 
 The graph must be one chain from the image input:
 
-    5 x (Conv -> Relu [-> LRN] [-> MaxPool], LRN and MaxPool in either order)
-    -> Reshape or Flatten -> Gemm -> Relu -> Gemm -> Relu [-> Gemm] [-> Softmax]
+    N x (Conv -> Relu [-> LRN] [-> MaxPool], LRN and MaxPool in either order)
+    -> Reshape or Flatten -> M x (Gemm -> Relu) [-> Gemm [-> Softmax]]
 
-with Dropout (identity at inference) allowed anywhere. The Softmax is dropped: the network's fc8
-gives the logits. Weights may be graph initializers, Constant nodes or ConstantOfShape nodes (the
+(N >= 1, M >= 0, at least one Gemm) with Dropout (identity at inference) allowed anywhere. The
+Softmax is dropped: the last Gemm without a Relu is the class layer and gives the logits. The
+layers are named conv1_1 .. (Architecture naming "stages") when the graph's conv weights are
+named so (the zoo's VGG), else conv1..convN, fc(N+1)... Weights may be graph initializers, Constant nodes or ConstantOfShape nodes (the
 onnx package's light test models fill their weights that way). Anything else raises
 OnnxImportError naming the node, its op type and what was expected: the importer never guesses.
 """
@@ -24,8 +27,8 @@ import torch
 from onnx import numpy_helper
 
 from ..ops.layers import LRN, MaxPool
-from .alexnet import AlexNet
-from .architecture import CONV_LAYERS, FC_LAYERS, Architecture, ConvBlock
+from .architecture import Architecture, ConvBlock
+from .network import ConvNet
 from .preprocessing import CAFFE, Preprocessing
 from .state import WeightsError, load_into
 
@@ -46,23 +49,24 @@ _ATTRIBUTES = {
 
 
 class OnnxImportError(WeightsError):
-    """The graph is not an AlexNet-family network cnnxfer can run, or its weights are unusable."""
+    """The graph is not a conv-block network cnnxfer can run, or its weights are unusable."""
 
 
 def from_onnx(path_or_model: str | os.PathLike | onnx.ModelProto, *,
-              preprocessing: Preprocessing | None = None, backend: str = "engine") -> AlexNet:
-    """An AlexNet built from an ONNX graph, with the graph's weights.
+              preprocessing: Preprocessing | None = None, backend: str = "engine") -> ConvNet:
+    """A ConvNet built from an ONNX graph, with the graph's weights.
 
     Args:
         path_or_model: a .onnx file or an onnx.ModelProto.
         preprocessing: the input convention of the weights; default: CAFFE (BGR, mean pixel
             subtracted, as the ONNX model zoo's Caffe conversions) at the graph's input size.
-        backend: "engine" or "reference" (see cnnxfer.nets.AlexNet).
+        backend: "engine" or "reference" (see cnnxfer.nets.ConvNet).
 
     Returns:
-        An AlexNet with arch.name = the graph's name, arch.input_size = the side of the graph's
-        [N, 3, S, S] input, conv1..conv5 and fc6, fc7 (and fc8 when the graph has 3 Gemms) loaded.
-        net(x) returns fc8's logits: the graph's trailing Softmax is not applied.
+        A ConvNet with arch.name = the graph's name, arch.input_size = the side of the graph's
+        [N, 3, S, S] input, every conv and Gemm loaded (AlexNet: conv1..conv5, fc6, fc7 and fc8
+        when the last Gemm has no Relu). net(x) returns the class layer's logits: the graph's
+        trailing Softmax is not applied.
 
     Raises:
         FileNotFoundError: no file at the path.
@@ -74,13 +78,19 @@ def from_onnx(path_or_model: str | os.PathLike | onnx.ModelProto, *,
     graph = model.graph
     constants = _constants(graph)
     image, side = _image_input(graph, constants, source, preprocessing)
-    convs, fc_nodes, weights, flatten = _walk(graph, image, constants)
-    fc_out = [weights[f"{name}.weight"][1].shape[0] for name in FC_LAYERS[:len(fc_nodes)]]
-    arch = Architecture(name=graph.name or "onnx", convs=tuple(convs), fc=(fc_out[0], fc_out[1]),
-                        num_classes=fc_out[2] if len(fc_out) == 3 else None, input_size=side,
+    convs, gemms, has_classes, conv_weights, fc_weights, flatten = _walk(graph, image, constants)
+    fc_out = [weight[1].shape[0] for weight, _ in fc_weights]
+    hidden = fc_out[:-1] if has_classes else fc_out
+    arch = Architecture(name=graph.name or "onnx", convs=tuple(convs), fc=tuple(hidden),
+                        num_classes=fc_out[-1] if has_classes else None, input_size=side,
                         adaptive_pool=None)
-    _check_fc6_input(arch, flatten, fc_nodes[0], weights["fc6.weight"])
-    net = AlexNet(arch, preprocessing or replace(CAFFE, input_size=side), backend=backend)
+    if _named_in_stages(arch, conv_weights):
+        arch = replace(arch, naming="stages")
+    _check_fc_input(arch, flatten, gemms[0], fc_weights[0][0])
+    net = ConvNet(arch, preprocessing or replace(CAFFE, input_size=side), backend=backend)
+    weights = {}
+    for layer, pair in zip(arch.layers(), conv_weights + fc_weights):
+        weights[f"{layer}.weight"], weights[f"{layer}.bias"] = pair
     # A copy of each array: initializer arrays may be read-only views of the protobuf's bytes.
     state = {name: torch.from_numpy(np.array(value, dtype=np.float32, order="C"))
              for name, (_, value) in weights.items()}
@@ -207,9 +217,10 @@ def _f32(value: float) -> float:
 
 
 def _walk(graph, image: str, constants):
-    """Follow the chain from `image`. Returns the 5 ConvBlocks, the 2 or 3 Gemm nodes, the
-    weights as {parameter name: (ONNX name, float32 array)} and (the Reshape/Flatten node, its
-    target shape or None)."""
+    """Follow the chain from `image`. Returns the ConvBlocks, the Gemm nodes, whether the last
+    Gemm is a class layer (no Relu after it), the conv and the Gemm weights as lists of
+    ((ONNX name, float32 weight), (ONNX name, float32 bias)) in order, and (the Reshape/Flatten
+    node, its target shape or None)."""
     # One list of the node objects: protobuf may hand out a new wrapper on each access, and the
     # stray-node check below compares identities.
     nodes = [n for n in graph.node if n.op_type not in ("Constant", "ConstantOfShape")]
@@ -219,7 +230,8 @@ def _walk(graph, image: str, constants):
             consumers.setdefault(name, []).append(node)
     convs: list[dict] = []  # ConvBlock keyword arguments, one per block
     gemms: list = []
-    weights: dict[str, tuple[str, np.ndarray]] = {}  # parameter name -> (ONNX name, value)
+    conv_weights: list = []  # per conv: ((ONNX name, weight), (ONNX name, bias))
+    fc_weights: list = []  # per Gemm: the same
     flatten = None
     state = "start"  # start, conv (before its Relu), block, flat, gemm (before its Relu), fc, end
     visited = set()
@@ -240,12 +252,10 @@ def _walk(graph, image: str, constants):
         attributes = _attributes(node)
         block = convs[-1] if convs else {}
         if op == "Conv" and state in ("start", "block"):
-            if len(convs) == len(CONV_LAYERS):
-                raise _fail(node, f"{len(CONV_LAYERS)} Conv layers, this is one more")
-            name = CONV_LAYERS[len(convs)]
-            block, weights[f"{name}.weight"], weights[f"{name}.bias"] = _conv(
-                node, attributes, constants, channels, name)
+            block, weight, bias = _conv(node, attributes, constants, channels,
+                                        f"conv layer {len(convs) + 1}")
             convs.append(block)
+            conv_weights.append((weight, bias))
             channels = block["out_channels"]
             state = "conv"
         elif op == "Relu" and state in ("conv", "gemm"):
@@ -262,8 +272,6 @@ def _walk(graph, image: str, constants):
         elif op == "MaxPool" and state == "block" and "pool" not in block:
             block["pool"] = _max_pool(node, attributes)
         elif op in ("Reshape", "Flatten") and state == "block":
-            if len(convs) != len(CONV_LAYERS):
-                raise _fail(node, f"{len(CONV_LAYERS)} Conv blocks before it, found {len(convs)}")
             if op == "Flatten" and attributes.get("axis", 1) != 1:
                 raise _fail(node, f"axis=1 (flatten to [N, C*H*W]), got axis={attributes['axis']}")
             shape = None
@@ -277,14 +285,10 @@ def _walk(graph, image: str, constants):
             flatten = (node, shape)
             state = "flat"
         elif op == "Gemm" and state in ("flat", "fc"):
-            if len(gemms) == len(FC_LAYERS):
-                raise _fail(node, f"{len(FC_LAYERS)} Gemm layers, this is one more")
-            name = FC_LAYERS[len(gemms)]
-            weights[f"{name}.weight"], weights[f"{name}.bias"] = _gemm(node, attributes, constants,
-                                                                       name)
+            fc_weights.append(_gemm(node, attributes, constants, f"Gemm {len(gemms) + 1}"))
             gemms.append(node)
             state = "gemm"
-        elif op == "Softmax" and state == "gemm" and len(gemms) == len(FC_LAYERS):
+        elif op == "Softmax" and state == "gemm":
             state = "end"
         elif op == "Dropout" and state != "end":
             pass
@@ -297,20 +301,29 @@ def _walk(graph, image: str, constants):
                               f"on it")
     if last is None:
         raise OnnxImportError(f"input {image!r} feeds no node")
-    if len(gemms) < 2 or (len(gemms) == 2 and state != "fc") or (
-            len(gemms) == 3 and state not in ("gemm", "end")):
-        raise _fail(last, "the graph to end with fc6 -> Relu -> fc7 -> Relu [-> fc8 "
-                          "[-> Softmax]] (fc8 without Relu: it gives the logits); it ends here "
-                          f"after {len(gemms)} Gemm")
-    return [ConvBlock(**kwargs) for kwargs in convs], gemms, weights, flatten
+    if state not in ("fc", "gemm", "end"):
+        raise _fail(last, "the graph to end with its FC layers: Gemm -> Relu for each hidden "
+                          "one [-> Gemm [-> Softmax]] (the class layer without Relu: it gives "
+                          f"the logits); it ends here after {len(convs)} Conv and {len(gemms)} "
+                          f"Gemm")
+    return ([ConvBlock(**kwargs) for kwargs in convs], gemms, state != "fc", conv_weights,
+            fc_weights, flatten)
+
+
+def _named_in_stages(arch: Architecture, conv_weights: list) -> bool:
+    """Whether the graph names its conv weights by stage (conv1_1_w .. conv5_3_w, as the zoo's
+    VGG does): then the network's layers are named so too."""
+    staged = replace(arch, naming="stages").conv_names()
+    return len(set(staged)) > 1 and all(
+        f"{name}_" in f"{onnx_name}_" for name, ((onnx_name, _), _) in zip(staged, conv_weights))
 
 
 _EXPECTED = {
     "start": "a Conv (conv1) on the image input",
     "conv": "a Relu after the Conv",
     "block": "LRN or MaxPool (each at most once per block), the next Conv, or Reshape/Flatten "
-             "after conv5",
-    "flat": "a Gemm (fc6) after the flatten",
+             "after the last one",
+    "flat": "a Gemm (the first FC layer) after the flatten",
     "gemm": "a Relu after the Gemm (or a Softmax after fc8)",
     "fc": "the next Gemm or the end of the graph",
     "end": "nothing after the Softmax",
@@ -382,15 +395,16 @@ def _zeros(n: int, layer: str) -> tuple[str, np.ndarray]:
 
 # ------------------------------------------------------------------------- checks and copying
 
-def _check_fc6_input(arch: Architecture, flatten, fc6, fc6_weight) -> None:
+def _check_fc_input(arch: Architecture, flatten, first_fc, first_fc_weight) -> None:
     try:
-        c, h, w = arch.conv5_shape()
+        c, h, w = arch.fc_input_shape()
     except ValueError as error:
         raise OnnxImportError(str(error)) from None
-    weight_name, fc6_weight = fc6_weight
-    if fc6_weight.shape[1] != c * h * w:
-        raise OnnxImportError(f"{_describe(fc6)}: fc6 weight {weight_name!r} takes "
-                              f"{fc6_weight.shape[1]} inputs but conv5 gives {c}x{h}x{w} = "
+    weight_name, weight = first_fc_weight
+    fc, conv = arch.fc_names()[0], arch.last_conv
+    if weight.shape[1] != c * h * w:
+        raise OnnxImportError(f"{_describe(first_fc)}: {fc} weight {weight_name!r} takes "
+                              f"{weight.shape[1]} inputs but {conv} gives {c}x{h}x{w} = "
                               f"{c * h * w} for a {arch.input_size}x{arch.input_size} input")
     node, shape = flatten
     if shape is not None and (len(shape) != 2 or shape[1] not in (-1, c * h * w)):

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import torch
 
-from .alexnet import AlexNet
+from .network import ConvNet
 
 
 class WeightsError(ValueError):
     """Weights that do not fit the network: each problem tensor is listed by name."""
 
 
-def load_into(net: AlexNet, state: dict, *, source: str = "state_dict",
+def load_into(net: ConvNet, state: dict, *, source: str = "state_dict",
               aliases: dict[str, str] | None = None,
               error: type[WeightsError] = WeightsError) -> None:
     """Copies `state` into net after checking every name, shape and value; one error lists every

@@ -1,11 +1,14 @@
-"""AlexNet-family networks as modules, whose conv blocks run through cnnxfer's fused ops.
+"""Conv-block networks (AlexNet, ZFNet, VGG, OverFeat, imported chains) as modules, whose conv
+blocks run through cnnxfer's fused ops.
 
-    net = cnnxfer.nets.alexnet()                       # BVLC layout, random weights
+    net = cnnxfer.nets.network("alexnet")              # BVLC layout, random weights
+    net = cnnxfer.nets.network("vgg16", seed=0)        # any name of architecture.NAMES
     net = cnnxfer.weights.load("alexnet.safetensors")  # or .pth (torchvision), .onnx (model zoo)
     fc7 = net(batch, layer="fc7")                      # [N, 4096]
 
-`AlexNet` is a module built from an `Architecture`, with parameters named conv1..conv5 and
-fc6..fc8. Two backends compute the same function: "reference" runs plain PyTorch layers (the spec)
+`ConvNet` (0.2's name `AlexNet` is kept) is a module built from an `Architecture`, with one
+parameter pair per layer under the layer's name (conv1..conv5 and fc6..fc8 for AlexNet, conv1_1
+.. fc8 for VGG). Two backends compute the same function: "reference" runs plain PyTorch layers (the spec)
 and "engine" (the default) runs engine.run: PyTorch's best convolutions and GEMMs with the ReLU +
 LRN + max-pool epilogues fused.
 """
@@ -17,16 +20,17 @@ from torch import nn
 
 from ..ops import compat, reference
 from . import engine
-from .architecture import CONV_LAYERS, FC_LAYERS, Architecture, architecture, default_preprocessing
+from .architecture import Architecture, architecture, default_preprocessing
 from .preprocessing import Preprocessing
 
 BACKENDS = ("engine", "reference")
 
 
-class AlexNet(nn.Module):
-    """An AlexNet-family network (see `Architecture`), always usable for inference as is.
+class ConvNet(nn.Module):
+    """A conv-block network (see `Architecture`), always usable for inference as is.
 
-    Parameters: conv1..conv5 (nn.Conv2d) and fc6, fc7, fc8 (nn.Linear; fc8 absent when
+    Parameters: one nn.Conv2d per conv layer and one nn.Linear per FC layer, under the layer
+    names of arch.layers() (AlexNet: conv1..conv5, fc6, fc7, fc8; the class layer is absent when
     arch.num_classes is None). `preprocessing` records the input convention of its weights.
     The network is a frozen feature extractor: forward runs under torch.no_grad (outputs never
     require grad) and train() keeps it in eval mode (there is no dropout to switch).
@@ -48,13 +52,13 @@ class AlexNet(nn.Module):
         self.preprocessing = preprocessing or default_preprocessing(arch)
         self.backend = _check_backend(backend)
         in_channels = 3
-        for name, block in zip(CONV_LAYERS, arch.convs):
+        for name, block in zip(arch.conv_names(), arch.convs):
             self.add_module(name, nn.Conv2d(in_channels, block.out_channels, block.kernel_size,
                                             block.stride, block.padding, groups=block.groups))
             in_channels = block.out_channels
-        c, h, w = arch.conv5_shape()
-        widths = [c * h * w, *arch.fc] + ([arch.num_classes] if arch.num_classes else [])
-        for name, (n_in, n_out) in zip(FC_LAYERS, zip(widths, widths[1:])):
+        c, h, w = arch.fc_input_shape()
+        widths = [c * h * w, *arch.fc_widths()]
+        for name, (n_in, n_out) in zip(arch.fc_names(), zip(widths, widths[1:])):
             self.add_module(name, nn.Linear(n_in, n_out))
         self.eval()
         self._cast_cache: dict = {}  # (dtype, device, channels_last, packed) -> weights
@@ -82,7 +86,7 @@ class AlexNet(nn.Module):
         state["_cast_cache"] = {}
         return state
 
-    def train(self, mode: bool = True) -> AlexNet:
+    def train(self, mode: bool = True) -> ConvNet:
         # A frozen feature extractor: there is no dropout to switch and nothing to train here;
         # adaptation layers live elsewhere. Always eval, so features never depend on a mode flag.
         return super().train(False)
@@ -111,12 +115,13 @@ class AlexNet(nn.Module):
         if not x.is_floating_point():
             raise ValueError(f"x must be floating point (normalized pixels), got {x.dtype}")
         stop = self.layers.index(layer)
-        if stop >= len(CONV_LAYERS):
-            c, h, w = self.arch.conv5_shape()
+        if stop >= len(self.arch.convs):
+            c, h, w = self.arch.fc_input_shape()
             if x.shape[2] != self.arch.input_size or x.shape[3] != self.arch.input_size:
                 raise ValueError(f"x must be [N, 3, {self.arch.input_size}, "
-                                 f"{self.arch.input_size}] for layer {layer!r} (fc6 expects "
-                                 f"{c}x{h}x{w} conv5 features), got {tuple(x.shape)}")
+                                 f"{self.arch.input_size}] for layer {layer!r} "
+                                 f"({self.arch.fc_names()[0]} expects {c}x{h}x{w} "
+                                 f"{self.arch.last_conv} features), got {tuple(x.shape)}")
         # The network is frozen: no forward records gradients, whatever the backend. no_grad
         # rather than inference_mode, so features can feed layers that are being trained.
         with torch.no_grad():
@@ -126,22 +131,24 @@ class AlexNet(nn.Module):
 
     def _forward_from(self, x: torch.Tensor, start: str, layer: str, backend: str
                       ) -> torch.Tensor:
-        """The layers after `start` on x, the output of `start` ([N, C, H, W] for conv5: the
-        windows of a shared map, sized as for one input_size image)."""
-        if start != "conv5":
-            raise ValueError(f"start must be 'conv5' (the FC layers from conv5 windows), got "
+        """The layers after `start` on x, the output of `start` ([N, C, H, W] for the last conv
+        layer, conv5 for AlexNet: the windows of a shared map, sized as for one input_size
+        image)."""
+        last = self.arch.last_conv
+        if start != last:
+            raise ValueError(f"start must be {last!r} (the FC layers from {last} windows), got "
                              f"{start!r}")
         stop = self.layers.index(layer)
-        if stop <= CONV_LAYERS.index(start):
+        if stop < len(self.arch.convs):
             raise ValueError(f"layer must come after start={start!r}, got {layer!r}")
         expected = self.arch.conv_shapes()[-1][1]
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != expected:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must be [N, {', '.join(map(str, expected))}] conv5 "
+            raise ValueError(f"x must be [N, {', '.join(map(str, expected))}] {last} "
                              f"features, got {got}")
         with torch.no_grad():
             if backend == "reference":
-                return self._reference_forward(x, stop, first=len(CONV_LAYERS))
+                return self._reference_forward(x, stop, first=len(self.arch.convs))
             return engine.run(self, x, layer, start=start)
 
     def reference_forward(self, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
@@ -152,7 +159,7 @@ class AlexNet(nn.Module):
     # ---------------------------------------------------------------- reference: the spec
 
     def _reference_forward(self, x: torch.Tensor, stop: int, first: int = 0) -> torch.Tensor:
-        for index, (name, block) in enumerate(zip(CONV_LAYERS, self.arch.convs)):
+        for index, (name, block) in enumerate(zip(self.arch.conv_names(), self.arch.convs)):
             if index < first:
                 continue
             conv = getattr(self, name)
@@ -165,12 +172,13 @@ class AlexNet(nn.Module):
         if self.arch.adaptive_pool is not None:
             x = F.adaptive_avg_pool2d(x, self.arch.adaptive_pool)
         x = torch.flatten(x, 1)
-        for index, name in enumerate(FC_LAYERS[:len(self.layers) - len(CONV_LAYERS)]):
+        hidden = len(self.arch.fc)
+        for index, name in enumerate(self.arch.fc_names()):
             fc = getattr(self, name)
             x = F.linear(x, fc.weight.to(x.dtype), fc.bias.to(x.dtype))
-            if name != "fc8":
+            if index < hidden:  # the class layer gives logits: no ReLU
                 x = F.relu(x)
-            if len(CONV_LAYERS) + index == stop:
+            if len(self.arch.convs) + index == stop:
                 return x
         raise AssertionError("unreachable: stop is checked against self.layers")
 
@@ -204,14 +212,31 @@ def _check_backend(backend: str) -> str:
     return backend
 
 
-def alexnet(name: str = "alexnet", *, preprocessing: Preprocessing | None = None,
-            backend: str = "engine", seed: int | None = None, **arch_options) -> AlexNet:
-    """A network of the family with freshly initialized weights (PyTorch's default init, or
-    deterministic with `seed`). For pretrained weights use cnnxfer.weights.load.
-    arch_options: width, input_size, num_classes, lrn_k (see `architecture`)."""
-    arch = architecture(name, **arch_options)
+def network(name: str | Architecture = "alexnet", *,
+            preprocessing: Preprocessing | None = None, backend: str = "engine",
+            seed: int | None = None, **arch_options) -> ConvNet:
+    """A named network (architecture.NAMES: alexnet, caffenet, torchvision, zfnet, vgg11..19,
+    overfeat_fast, overfeat_accurate) or an Architecture, with freshly initialized weights
+    (PyTorch's default init, or deterministic with `seed`). For pretrained weights use
+    cnnxfer.weights.load. arch_options: width, input_size, num_classes, lrn_k (see
+    `architecture`; not with an Architecture)."""
+    if isinstance(name, Architecture):
+        if arch_options:
+            raise ValueError(f"arch_options apply to named networks, not to an Architecture; "
+                             f"got {sorted(arch_options)}")
+        arch = name
+    else:
+        arch = architecture(name, **arch_options)
     if seed is None:
-        return AlexNet(arch, preprocessing, backend=backend)
+        return ConvNet(arch, preprocessing, backend=backend)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return AlexNet(arch, preprocessing, backend=backend)
+        return ConvNet(arch, preprocessing, backend=backend)
+
+
+def alexnet(name: str = "alexnet", **options) -> ConvNet:
+    """network(name, **options): 0.2's name for it, whose default is AlexNet."""
+    return network(name, **options)
+
+
+AlexNet = ConvNet  # 0.2's name of the module class
