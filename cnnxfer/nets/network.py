@@ -8,9 +8,9 @@ blocks run through cnnxfer's fused ops.
 
 `ConvNet` (0.2's name `AlexNet` is kept) is a module built from an `Architecture`, with one
 parameter pair per layer under the layer's name (conv1..conv5 and fc6..fc8 for AlexNet, conv1_1
-.. fc8 for VGG). Two backends compute the same function: "reference" runs plain PyTorch layers (the spec)
-and "engine" (the default) runs engine.run: PyTorch's best convolutions and GEMMs with the ReLU +
-LRN + max-pool epilogues fused.
+.. fc8 for VGG). Two backends compute the same function: "reference" runs plain PyTorch layers
+(the spec) and "engine" (the default) runs engine.run: PyTorch's best convolutions and GEMMs
+with the ReLU + LRN + max-pool epilogues fused.
 """
 from __future__ import annotations
 

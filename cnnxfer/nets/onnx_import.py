@@ -12,8 +12,10 @@ The graph must be one chain from the image input:
 (N >= 1, M >= 0, at least one Gemm) with Dropout (identity at inference) allowed anywhere. The
 Softmax is dropped: the last Gemm without a Relu is the class layer and gives the logits. The
 layers are named conv1_1 .. (Architecture naming "stages") when the graph's conv weights are
-named so (the zoo's VGG), else conv1..convN, fc(N+1)... Weights may be graph initializers, Constant nodes or ConstantOfShape nodes (the
-onnx package's light test models fill their weights that way). Anything else raises
+named so (the zoo's VGG), else conv1..convN, fc(N+1)...
+
+Weights may be graph initializers, Constant nodes or ConstantOfShape nodes (the onnx package's
+light test models fill their weights that way). Anything else raises
 OnnxImportError naming the node, its op type and what was expected: the importer never guesses.
 """
 from __future__ import annotations
