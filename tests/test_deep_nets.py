@@ -311,3 +311,15 @@ def _vgg16_macs() -> int:
         total += side * side * value * channels * 9
         channels = value
     return total + 512 * 7 * 7 * 4096 + 4096 * 4096
+
+
+def test_info_shows_a_torchvision_vgg(tmp_path, capsys):
+    from cnnxfer.cli import main
+
+    path = tmp_path / "vgg16.pth"
+    torch.save(_torchvision_vgg("vgg16", batch_norm=True).state_dict(), path)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "vgg16" in out and "RGB" in out and "13 conv, 3 FC" in out
+    assert "conv1_1 " in out and "conv5_3 " in out and "32x7x7" in out
+    assert "fc6     256 " in out and "fc8     10 " in out

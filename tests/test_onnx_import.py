@@ -1,8 +1,9 @@
-"""cnnxfer.nets.onnx_import.from_onnx against onnxruntime on the model-zoo bvlc_alexnet graph.
+"""cnnxfer.nets.onnx_import.from_onnx against onnxruntime on the model-zoo graphs of conv-block
+networks: bvlc_alexnet, and the deeper vgg19 and zfnet512.
 
-The onnx package ships that graph with its weights replaced by ConstantOfShape nodes (every weight
-0.02). The fixture swaps them for seeded random initializers so that a wrong layer shows in the
-numbers, runs onnxruntime once, and the tests compare cnnxfer's layers with its outputs.
+The onnx package ships those graphs with their weights replaced by ConstantOfShape nodes (every
+weight 0.02). The fixtures swap them for seeded random initializers so that a wrong layer shows
+in the numbers, run onnxruntime once, and the tests compare cnnxfer's layers with its outputs.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from cnnxfer.nets.onnx_import import OnnxImportError, from_onnx
 
 ort = pytest.importorskip("onnxruntime")
 
-LIGHT_ALEXNET = os.path.join(os.path.dirname(onnx.__file__),
-                             "backend/test/data/light/light_bvlc_alexnet.onnx")
+LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/light")
+LIGHT_ALEXNET = os.path.join(LIGHT, "light_bvlc_alexnet.onnx")
 # Caffe-scale inputs (mean-subtracted pixels) make the LRN matter: its sum of squares is ~1 then.
 PIXEL_SCALE = 60.0
 
@@ -66,18 +67,19 @@ def with_random_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProt
     return out
 
 
-def tensors(model: onnx.ModelProto) -> dict[str, str]:
-    """Graph tensors holding cnnxfer's conv5, fc7 and fc8 outputs."""
+def tensors(model: onnx.ModelProto, last_conv: str = "conv5") -> dict[str, str]:
+    """Graph tensors holding cnnxfer's last conv, fc7 and fc8 outputs."""
     reshape = next(n for n in model.graph.node if n.op_type == "Reshape")
     gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
-    return {"conv5": reshape.input[0], "fc7": consumer(model, gemms[1].output[0]).output[0],
+    return {last_conv: reshape.input[0], "fc7": consumer(model, gemms[1].output[0]).output[0],
             "fc8": gemms[2].output[0]}
 
 
-def run_onnxruntime(model: onnx.ModelProto, path, x: np.ndarray) -> dict[str, np.ndarray]:
-    """conv5, fc7 and fc8 of `model` for images x [N, 3, 224, 224]; the graph's batch dim (and its
-    Reshape) is fixed at 1, so one image per run."""
-    names = tensors(model)
+def run_onnxruntime(model: onnx.ModelProto, path, x: np.ndarray, last_conv: str = "conv5",
+                    image: str = "data_0") -> dict[str, np.ndarray]:
+    """The last conv, fc7 and fc8 of `model` for images x [N, 3, 224, 224]; the graph's batch
+    dim (and its Reshape) is fixed at 1, so one image per run."""
+    names = tensors(model, last_conv)
     with_outputs = onnx.ModelProto()
     with_outputs.CopyFrom(model)
     for name in names.values():
@@ -85,7 +87,7 @@ def run_onnxruntime(model: onnx.ModelProto, path, x: np.ndarray) -> dict[str, np
                                                                        None))
     onnx.save(with_outputs, path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    runs = [session.run(list(names.values()), {"data_0": image[None]}) for image in x]
+    runs = [session.run(list(names.values()), {image: one[None]}) for one in x]
     return {layer: np.concatenate([run[i] for run in runs]) for i, layer in enumerate(names)}
 
 
@@ -329,3 +331,89 @@ def test_preprocessing_is_kept_and_checked():
     assert from_onnx(light_model(), preprocessing=mine).preprocessing == mine
     with pytest.raises(ValueError, match="227"):
         from_onnx(light_model(), preprocessing=CAFFE)
+
+
+# ------------------------------------------------------------------ deeper chains: VGG-19, ZFNet
+
+def narrowed(model: onnx.ModelProto, divide: int = 8) -> onnx.ModelProto:
+    """The graph with every weight's channel counts (and the classes, and the Reshape's target)
+    divided by `divide`: the zoo graph's ops and attributes as they are, at a width that
+    onnxruntime and the reference run in a fraction of a second."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for tensor in out.graph.initializer:
+        value = numpy_helper.to_array(tensor)
+        if tensor.name.endswith("__SHAPE"):
+            dims = [int(d) for d in value]
+            dims[0] //= divide
+            if len(dims) >= 2 and dims[1] != 3:  # not the image's three channels
+                dims[1] //= divide
+        elif tensor.name == "OC2_DUMMY_1":  # the Reshape's [1, C * H * W]
+            dims = [int(value[0]), int(value[1]) // divide]
+        elif tensor.name.endswith(("_w_0", "_b_0")):  # a weight stored as it is
+            keep = tuple(slice(0, n // divide if axis == 0 or (axis == 1 and n != 3) else n)
+                         for axis, n in enumerate(value.shape))
+            tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value[keep]),
+                                                    tensor.name))
+            continue
+        else:
+            continue
+        tensor.CopyFrom(numpy_helper.from_array(np.array(dims, dtype=value.dtype), tensor.name))
+    # IR version 3 lists the initializers among the inputs, with their shapes: follow them
+    shapes = {t.name: list(t.dims) for t in out.graph.initializer}
+    for graph_input in out.graph.input:
+        if graph_input.name in shapes:
+            dims = graph_input.type.tensor_type.shape.dim
+            for dim, size in zip(dims, shapes[graph_input.name]):
+                dim.dim_value = size
+    return out
+
+
+DEEP_GRAPHS = {  # graph: (its image input, the last conv's name in cnnxfer, the layer names)
+    "light_vgg19.onnx": ("data_0", "conv5_4", ("conv1_1", "conv1_2", "conv2_1")),
+    "light_zfnet512.onnx": ("gpu_0/data_0", "conv5", ("conv1", "conv2", "conv3")),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(DEEP_GRAPHS))
+def deep_zoo(request, tmp_path_factory):
+    """(graph file name, narrowed model with random weights, its path, inputs, onnxruntime's
+    last conv / fc7 / fc8)."""
+    image, last_conv, _ = DEEP_GRAPHS[request.param]
+    folder = tmp_path_factory.mktemp("deep_onnx")
+    model = with_random_weights(narrowed(onnx.load(os.path.join(LIGHT, request.param))), seed=2)
+    path = folder / request.param
+    onnx.save(model, path)
+    x = np.random.default_rng(3).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    x *= PIXEL_SCALE
+    expected = run_onnxruntime(model, folder / "outputs.onnx", x, last_conv, image)
+    return request.param, model, path, torch.from_numpy(x), expected
+
+
+@pytest.mark.parametrize("backend", ["engine", "reference"])
+def test_deep_graphs_match_onnxruntime(deep_zoo, backend):
+    name, _, path, x, expected = deep_zoo
+    _, last_conv, first_layers = DEEP_GRAPHS[name]
+    net = from_onnx(path, backend=backend)
+    assert net.layers[:3] == first_layers and net.arch.last_conv == last_conv
+    assert net.layers[-3:] == ("fc6", "fc7", "fc8")
+    for layer in (last_conv, "fc7", "fc8"):
+        assert_matches(net(x, layer), expected[layer], f"{name} {backend} {layer}")
+
+
+def test_deep_graphs_architectures():
+    """What the importer reads from the graphs (narrowed 8x, so their widths are too)."""
+    vgg = from_onnx(narrowed(onnx.load(os.path.join(LIGHT, "light_vgg19.onnx")))).arch
+    assert vgg.naming == "stages" and len(vgg.convs) == 16
+    assert [b.pool is not None for b in vgg.convs] == [False, True, False, True] + (
+        [False] * 3 + [True]) * 3
+    assert {(b.kernel_size, b.stride, b.padding) for b in vgg.convs} == {(3, 1, 1)}
+    assert vgg.fc_input_shape() == (64, 7, 7) and vgg.fc == (512, 512)
+    zf = from_onnx(narrowed(onnx.load(os.path.join(LIGHT, "light_zfnet512.onnx")))).arch
+    assert zf.naming == "sequential" and [b.out_channels for b in zf.convs] == [
+        12, 32, 64, 64, 64]
+    assert zf.fc == (512, 128) and zf.num_classes == 125  # fc7 narrower than fc6
+    assert [b.order for b in zf.convs[:2]] == ["lrn_pool"] * 2
+    assert [b.kernel_size for b in zf.convs] == [7, 5, 3, 3, 3]
+    assert [b.stride for b in zf.convs] == [2, 2, 1, 1, 1]
+    assert zf.convs[0].lrn.k == 2.0 and zf.fc_input_shape() == (64, 6, 6)

@@ -5,10 +5,13 @@ import argparse
 
 import torch
 
+from ..nets.architecture import NAMES
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-NAME_HELP = ("architecture of a bare state_dict with cnnxfer names (alexnet, caffenet or "
-             "torchvision); stored or recognized weights need none")
+NAME_HELP = (f"architecture of a bare state_dict with cnnxfer names ({', '.join(NAMES)}); "
+             f"stored or recognized weights (cnnxfer safetensors, torchvision AlexNet/VGG, "
+             f"ONNX) need none")
 
 
 def _number(text: str, parse, expected: str, ok) -> int | float:

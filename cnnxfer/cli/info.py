@@ -16,9 +16,13 @@ def run(args: argparse.Namespace) -> int:
           f"{arch.input_size}x{arch.input_size}")
     print(f"preprocessing: {prep.channel_order}, mean {list(prep.mean)}, std {list(prep.std)} "
           f"(pixels 0..255)")
-    print("layers:")
+    print(f"layers ({len(arch.convs)} conv, {len(arch.fc_names())} FC; output per image, "
+          f"parameters):")
+    width = max(6, *map(len, net.layers))
     for layer in net.layers:
-        print(f"  {layer:6s} {'x'.join(map(str, arch.output_shape(layer)))}")
+        shape = "x".join(map(str, arch.output_shape(layer)))
+        count = sum(p.numel() for p in getattr(net, layer).parameters())
+        print(f"  {layer:{width}s} {shape:14s} {count:>12,d}")
     print(net)
     return 0
 
