@@ -5,6 +5,7 @@ import argparse
 
 import torch
 
+from ..features.grids import GRIDS
 from ..nets.architecture import NAMES
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -122,7 +123,15 @@ def add_feature_options(parser, *, layer: bool = True) -> None:
     parser.add_argument("--device", type=device, default="cpu", help="cpu or cuda (cpu)")
     parser.add_argument("--mode", choices=("per_patch", "shared"), default="per_patch",
                         help="per_patch (the paper's) or shared convolutions (see extract)")
+    add_grid_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_grid_option(parser) -> None:
+    parser.add_argument("--grid", choices=GRIDS, default="paper",
+                        help="paper: the paper's grid (about 500 patches, 65%% overlap); "
+                             "aligned: steps of whole cells of the network's last conv map, so "
+                             "that --mode shared cuts most windows exactly (see the README)")
 
 
 def feature_settings(args, layer: str | None = None):
@@ -130,7 +139,7 @@ def feature_settings(args, layer: str | None = None):
     from ..transfer import FeatureSettings
 
     options = dict(layer=layer or args.layer, dtype=DTYPES[args.dtype], device=args.device,
-                   mode=args.mode)
+                   mode=args.mode, grid=args.grid)
     if args.scales is not None:
         options["scales"] = args.scales
     return FeatureSettings(**options)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..transfer.comparison import ROWS, DemoSettings, compare, table
-from .common import device, positive_int
+from .common import add_grid_option, device, positive_int
 from .toyvoc import image_size
 
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
                             source_images=args.source_images,
                             pretrain=PretrainConfig(epochs=args.pretrain_epochs),
                             head_epochs=args.head_epochs, scratch_epochs=args.scratch_epochs,
-                            rows=args.rows, device=args.device, mode=args.mode)
+                            rows=args.rows, device=args.device, mode=args.mode, grid=args.grid)
     results = compare(args.out, settings, weights=args.weights, voc=args.voc,
                       progress=not args.quiet)
     print(table(results))
@@ -75,5 +75,6 @@ def add_parser(commands) -> None:
     parser.add_argument("--mode", choices=("per_patch", "shared"), default="per_patch",
                         help="the transfer row's patch features: per patch (the paper's) or "
                              "shared convolutions (cnnxfer extract --help)")
+    add_grid_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)

@@ -13,7 +13,15 @@ from ..features import PatchFeatureExtractor
 from ..features import files as feature_files
 from ..features.grids import PAPER_SCALES
 from ..nets import weights
-from .common import DTYPES, NAME_HELP, device, non_negative_int, positive_int, scales
+from .common import (
+    DTYPES,
+    NAME_HELP,
+    add_grid_option,
+    device,
+    non_negative_int,
+    positive_int,
+    scales,
+)
 
 
 def _image_list(args: argparse.Namespace) -> list[str]:
@@ -38,10 +46,9 @@ def run(args: argparse.Namespace) -> int:
 def _run_store(args: argparse.Namespace) -> int:
     """--store: the dataset path (cnnxfer.data.extraction), in this process or as one of
     torchrun's."""
-    import functools
-
     from ..data import extraction
-    from ..features.grids import DEFAULT_OVERLAP, paper_grid
+    from ..features.grids import DEFAULT_OVERLAP
+    from ..features.shared import network_grid, total_stride
 
     images = extraction.check_images(_image_list(args))
     with extraction.process_group(args.device) as (rank, world, local):
@@ -49,7 +56,7 @@ def _run_store(args: argparse.Namespace) -> int:
         net = weights.load(args.weights, name=args.name)
         extractor = PatchFeatureExtractor(net, layer=args.layer, device=device,
                                           dtype=DTYPES[args.dtype],
-                                          grid=functools.partial(paper_grid, scales=args.scales),
+                                          grid=network_grid(net, args.grid, scales=args.scales),
                                           conv_pooling=args.conv_pooling, max_batch=args.batch,
                                           mode=args.mode)
 
@@ -62,7 +69,9 @@ def _run_store(args: argparse.Namespace) -> int:
         try:
             summary = extraction.extract_to_store(
                 images, args.store, extractor, weights=args.weights,
-                grid={"name": "paper", "scales": list(args.scales), "overlap": DEFAULT_OVERLAP},
+                grid={"name": args.grid, "scales": list(args.scales), "overlap": DEFAULT_OVERLAP,
+                      **({"total_stride": total_stride(net), "input_size": net.arch.input_size}
+                         if args.grid == "aligned" else {})},
                 images_per_shard=args.images_per_shard, workers=args.workers,
                 in_flight=args.in_flight, min_image_side=args.min_image_side,
                 max_image_pixels=args.max_image_pixels, rank=rank, world=world,
@@ -90,16 +99,20 @@ def _run_files(args: argparse.Namespace) -> int:
     to_folder = Path(args.output).is_dir()
     if not to_folder:
         feature_files.check_path(args.output)  # fail before any work, not after it
+    from ..features.shared import network_grid
+
     net = weights.load(args.weights, name=args.name)
     extractor = PatchFeatureExtractor(net, layer=args.layer, device=args.device,
                                       dtype=DTYPES[args.dtype], conv_pooling=args.conv_pooling,
-                                      mode=args.mode)
+                                      mode=args.mode, grid=network_grid(net, args.grid))
     # what a rerun (and `cnnxfer train`) must find to reuse a file: the network by its
     # contents, not by the path it was given as
     same = dict(layer=extractor.layer, weights_sha256=weights.fingerprint(args.weights),
                 dtype=args.dtype, conv_pooling=args.conv_pooling)
     if args.mode != "per_patch":  # files of the default mode carry no mode (older files too)
         same["mode"] = args.mode
+    if args.grid != "paper":  # nor of the paper's grid
+        same["grid_name"] = args.grid
     header = dict(same, weights=str(args.weights))
     images, done = _image_list(args), []
     if to_folder:  # one file per image, written as it is done; a rerun skips finished ones
@@ -151,7 +164,9 @@ def add_parser(commands) -> None:
     out.add_argument("-o", "--output",
                      help="OUT.safetensors or OUT.npz (one file), or an existing folder "
                           "(one <stem>.safetensors per image; a rerun skips finished ones)")
-    parser.add_argument("--layer", default="fc7", help="conv1..conv5, fc6, fc7, fc8 (fc7)")
+    parser.add_argument("--layer", default="fc7",
+                        help="any layer of the network (cnnxfer info lists them): conv1..conv5, "
+                             "fc6, fc7, fc8 for AlexNet (fc7)")
     parser.add_argument("--conv-pooling", choices=("flatten", "max", "avg"), default="flatten",
                          help="how conv-layer maps become vectors (flatten)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
@@ -160,6 +175,7 @@ def add_parser(commands) -> None:
                         help="per_patch: the whole network per patch (the paper's); shared: "
                              "conv1..conv5 once per scale, each patch's conv5 window cut from "
                              "the map (about 4x fewer multiply-adds; see the README)")
+    add_grid_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--name", help=NAME_HELP)
     store = parser.add_argument_group("with --store")

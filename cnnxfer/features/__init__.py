@@ -12,9 +12,9 @@ kernel; only the extractor runs one.
 """
 from .extractor import CONV_POOLING, ImageFeatures, PatchFeatureExtractor
 from .files import load_features, save_features
-from .grids import DEFAULT_OVERLAP, PAPER_SCALES, as_boxes, dense_grid, paper_grid
+from .grids import DEFAULT_OVERLAP, PAPER_SCALES, aligned_grid, as_boxes, dense_grid, paper_grid
 from .images import ImageError, load_image
 
-__all__ = ["PatchFeatureExtractor", "ImageFeatures", "CONV_POOLING", "paper_grid", "dense_grid",
-           "as_boxes", "PAPER_SCALES", "DEFAULT_OVERLAP", "load_image", "ImageError",
+__all__ = ["PatchFeatureExtractor", "ImageFeatures", "CONV_POOLING", "paper_grid", "aligned_grid",
+           "dense_grid", "as_boxes", "PAPER_SCALES", "DEFAULT_OVERLAP", "load_image", "ImageError",
            "save_features", "load_features"]

@@ -10,8 +10,10 @@ object is seen whole, at some scale, by a patch roughly its size. Each patch is 
 The paper gives the scales, the 50% minimum overlap and "about 500" patches, but not the exact
 step. :func:`paper_grid` makes the step explicit through ``overlap`` (the least overlap between
 neighbours, as a fraction of the side) and chooses its default so that a typical Pascal VOC image
-(500x375) gets about 500 patches. :func:`dense_grid` is a plain single-scale grid, and
-:func:`as_boxes` checks boxes that a user supplies.
+(500x375) gets about 500 patches. :func:`aligned_grid` is the same grid with its steps made
+whole multiples of a network's cell (its total stride, in the resized patch), so that the
+shared-convolution mode cuts every window exactly. :func:`dense_grid` is a plain single-scale
+grid, and :func:`as_boxes` checks boxes that a user supplies.
 
 Every function returns a Tensor[K, 4] of (x0, y0, x1, y1) in integer pixel coordinates: x along the
 width, y along the height, (0, 0) the top-left pixel, x1 and y1 exclusive (the box covers columns
@@ -28,13 +30,17 @@ import torch
 from ..ops.arguments import integer, real
 from ..ops.boxes import check_boxes
 
-__all__ = ["PAPER_SCALES", "DEFAULT_OVERLAP", "paper_grid", "dense_grid", "as_boxes"]
+__all__ = ["PAPER_SCALES", "DEFAULT_OVERLAP", "GRIDS", "paper_grid", "aligned_grid", "dense_grid",
+           "as_boxes"]
 
 PAPER_SCALES: tuple[float, ...] = (1.0, 1.3, 1.6, 2.0, 2.4, 2.8, 3.2, 3.6, 4.0)
 
 # 0.65 gives 496 patches for a 500x375 image (the common Pascal VOC size), 497 for 640x480: the
 # paper's "about 500". 0.5 (the paper's bare minimum) gives only 275, 0.7 already 652.
 DEFAULT_OVERLAP: float = 0.65
+
+# The grids a feature setting can name (features.shared.network_grid builds them for a network).
+GRIDS = ("paper", "aligned")
 
 # Output dtypes that hold every pixel coordinate exactly (float16/bfloat16 do not beyond 2048/256).
 _DTYPES = (torch.int64, torch.int32, torch.float32, torch.float64)
@@ -131,6 +137,65 @@ def paper_grid(width: int, height: int, *, scales: Sequence[float] = PAPER_SCALE
         max_step = max(1, int(math.floor(side * (1.0 - o) + _EPS)))
         xs = _positions(w, side, max_step)
         for y in _positions(h, side, max_step):
+            for x in xs:
+                box = (x, y, x + side, y + side)
+                if box not in seen:
+                    seen.add(box)
+                    rows.append(box)
+    return _to_tensor(rows, dtype)
+
+
+def aligned_grid(width: int, height: int, *, total_stride: int, input_size: int,
+                 scales: Sequence[float] = PAPER_SCALES, overlap: float = DEFAULT_OVERLAP,
+                 dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """The paper's multi-scale grid with steps that are whole numbers of a network's cells.
+
+    A patch of side s is resized by S / s (S = input_size) before the network, whose last conv
+    map has one cell per T = total_stride resized pixels: a cell is c = s * T / S pixels of the
+    image. Here the patches of a scale start at round(i * k * c), i = 0, 1, ..., with k the
+    most whole cells per step that keep ``overlap`` (k = floor((1 - overlap) * S / T), at least
+    1), so each start is within half a pixel of a whole cell of the scale's shared map and its
+    window is cut exactly (features.shared). Where the steps do not land on the far border, one
+    more patch flush with it keeps the image covered (its window is pooled, as in paper_grid).
+
+    Args:
+        width, height: image size in pixels (positive ints).
+        total_stride: T, input pixels per cell of the network's last conv map
+            (features.shared.total_stride(net): 32 for AlexNet, VGG and ZFNet).
+        input_size: S, the network's input side (227 for AlexNet, 224 for VGG).
+        scales, overlap, dtype: as paper_grid (sides are computed the same way). With
+            AlexNet's T / S = 32 / 227 and overlap 0.65 the step is 2 cells (72% overlap).
+
+    Returns:
+        Tensor[K, 4] of (x0, y0, x1, y1), ordered and deduplicated as paper_grid.
+    """
+    w = _check_size("width", width)
+    h = _check_size("height", height)
+    stride = _check_size("total_stride", total_stride)
+    size = _check_size("input_size", input_size)
+    lams = _check_scales(scales)
+    o = real("overlap", overlap)
+    if not 0.5 <= o < 1.0:
+        raise ValueError(f"overlap must be in [0.5, 1) (fraction of the patch side shared by "
+                         f"neighbours; the paper requires at least 0.5), got {overlap!r}")
+    dtype = _check_dtype(dtype)
+    cells_per_step = max(1, int(math.floor((1.0 - o) * size / stride + _EPS)))
+
+    def starts(length: int, side: int) -> list[int]:
+        step = cells_per_step * side * stride / size
+        count = int(math.floor((length - side) / step + _EPS)) + 1
+        positions = sorted({min(length - side, _round_half_up(i * step)) for i in range(count)})
+        if positions[-1] != length - side:
+            positions.append(length - side)  # flush with the far border
+        return positions
+
+    short = min(w, h)
+    seen = set()
+    rows: list[tuple[int, int, int, int]] = []
+    for lam in lams:
+        side = min(short, max(1, _round_half_up(short / lam)))
+        xs = starts(w, side)
+        for y in starts(h, side):
             for x in xs:
                 box = (x, y, x + side, y + side)
                 if box not in seen:

@@ -24,7 +24,9 @@ conv6 for OverFeat's accurate net); every function works for any chain of conv b
 """
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +34,21 @@ import torch.nn.functional as F
 from ..nets import ConvNet
 from ..ops.geometry import as_padding
 from .extractor import peak_bytes
+from .grids import DEFAULT_OVERLAP, GRIDS, PAPER_SCALES, aligned_grid, paper_grid
+
+
+def network_grid(net: ConvNet, name: str = "paper", *, scales=PAPER_SCALES,
+                 overlap: float = DEFAULT_OVERLAP) -> Callable[[int, int], torch.Tensor]:
+    """The grid `name` ("paper" or "aligned", grids.GRIDS) for `net` as grid(width, height):
+    "aligned" steps by whole cells of net's last conv map (grids.aligned_grid with its total
+    stride and input size), so that mode="shared" cuts most windows exactly."""
+    if name == "paper":
+        return functools.partial(paper_grid, scales=tuple(scales), overlap=overlap)
+    if name == "aligned":
+        return functools.partial(aligned_grid, total_stride=total_stride(net),
+                                 input_size=net.arch.input_size, scales=tuple(scales),
+                                 overlap=overlap)
+    raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {name!r}")
 
 
 def total_stride(net: ConvNet) -> int:

@@ -52,6 +52,7 @@ class DemoSettings:
     scratch_epochs: int = 12
     device: str = "cpu"
     mode: str = "per_patch"  # the transfer row's features: per patch, or shared convolutions
+    grid: str = "paper"  # the transfer row's grid: the paper's, or "aligned" to the net's cells
     # the rows to compute; transfer_patches always runs (on a real VOCdevkit tree, scratch is
     # the costly one: a whole network trained on every labelled patch)
     rows: tuple[str, ...] = ROWS
@@ -116,7 +117,8 @@ def compare(out: str | Path, settings: DemoSettings = DemoSettings(), *,
     begin = time.perf_counter()
     transfer = run_voc(root, weights, out / "transfer",
                        settings=FeatureSettings(scales=tuple(settings.scales),
-                                                device=settings.device, mode=settings.mode),
+                                                device=settings.device, mode=settings.mode,
+                                                grid=settings.grid),
                        config=TrainConfig(epochs=settings.head_epochs, hidden=settings.hidden,
                                           seed=settings.seed, device=settings.device),
                        maps=4, progress=progress)

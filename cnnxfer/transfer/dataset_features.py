@@ -9,7 +9,6 @@ from the store, which must hold every image, made with the asked settings.
 """
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import time
@@ -22,7 +21,8 @@ import torch
 from ..data import store as feature_store
 from ..features import PatchFeatureExtractor
 from ..features import files as feature_files
-from ..features.grids import PAPER_SCALES, paper_grid
+from ..features.grids import PAPER_SCALES
+from ..features.shared import network_grid
 from ..nets.weights import fingerprint
 from .feature_access import FeatureHandle, StoredImage
 
@@ -39,6 +39,7 @@ class FeatureSettings:
     device: str = "cpu"
     scales: tuple[float, ...] = PAPER_SCALES
     mode: str = "per_patch"  # or "shared" (features.shared): PatchFeatureExtractor's mode
+    grid: str = "paper"  # or "aligned": steps of whole cells (features.grids.aligned_grid)
 
     def header(self, weights_sha256: str) -> dict:
         """The header fields a stored file must match to be reused, as `cnnxfer extract`
@@ -50,6 +51,8 @@ class FeatureSettings:
             header["grid"] = list(self.scales)
         if self.mode != "per_patch":
             header["mode"] = self.mode
+        if self.grid != "paper":
+            header["grid_name"] = self.grid
         return header
 
 
@@ -104,8 +107,7 @@ def ensure_features(images: Sequence[str | os.PathLike], folder: str | os.PathLi
             f"features of layer {settings.layer} are missing in {str(folder)!r} for "
             f"{len(missing)} of {len(sources)} images (first: {missing[0]!r}); give the "
             f"network's weights (--weights) to compute them")
-    grid = (paper_grid if tuple(settings.scales) == PAPER_SCALES
-            else functools.partial(paper_grid, scales=settings.scales))
+    grid = network_grid(net, settings.grid, scales=settings.scales)
     extractor = PatchFeatureExtractor(net, layer=settings.layer, grid=grid,
                                       device=settings.device, dtype=settings.dtype,
                                       mode=settings.mode)
@@ -141,11 +143,12 @@ def _from_store(sources: list[str], folder: Path, settings: FeatureSettings,
     stored = reader.settings
     wanted = {"layer": settings.layer, "dtype": DTYPE_NAMES[settings.dtype],
               "conv_pooling": "flatten", "scales": list(settings.scales),
-              "mode": settings.mode}
+              "mode": settings.mode, "grid": settings.grid}
     have = {"layer": stored.get("layer"), "dtype": stored.get("dtype"),
             "conv_pooling": stored.get("conv_pooling"),
             "scales": list(stored.get("grid", {}).get("scales", [])),
-            "mode": stored.get("mode", "per_patch")}
+            "mode": stored.get("mode", "per_patch"),
+            "grid": stored.get("grid", {}).get("name", "paper")}
     if weights is not None:
         wanted["weights_sha256"] = fingerprint(weights)
         have["weights_sha256"] = stored.get("weights_sha256")
