@@ -4,7 +4,14 @@ import math
 import pytest
 import torch
 
-from cnnxfer.features.grids import DEFAULT_OVERLAP, PAPER_SCALES, as_boxes, dense_grid, paper_grid
+from cnnxfer.features.grids import (
+    DEFAULT_OVERLAP,
+    PAPER_SCALES,
+    aligned_grid,
+    as_boxes,
+    dense_grid,
+    paper_grid,
+)
 
 
 def side_of(w, h, lam):
@@ -257,3 +264,56 @@ def test_paper_grid_bad_arguments(kwargs, exc, words):
         paper_grid(**kwargs)
     for word in words:
         assert word in str(e.value), (word, str(e.value))
+
+
+# ------------------------------------------------------------------ aligned_grid
+
+def _off_cell(boxes: torch.Tensor, total_stride: int, input_size: int) -> torch.Tensor:
+    """Per box and axis, how far (in image pixels) its start is from a whole cell of its
+    scale's map (a cell is side * total_stride / input_size pixels)."""
+    side = (boxes[:, 2] - boxes[:, 0]).double()[:, None]
+    cell = side * total_stride / input_size
+    starts = boxes[:, :2].double()
+    return (starts - (starts / cell).round() * cell).abs()
+
+
+@pytest.mark.parametrize("w, h", [(500, 375), (375, 500), (640, 480), (227, 227), (90, 61)])
+@pytest.mark.parametrize("stride, size", [(32, 227), (32, 224), (36, 221), (32, 64)])
+def test_aligned_grid_starts_on_whole_cells_and_covers_the_image(w, h, stride, size):
+    boxes = aligned_grid(w, h, total_stride=stride, input_size=size)
+    paper = paper_grid(w, h)
+    # the same sides, square and inside the image
+    assert set((boxes[:, 2] - boxes[:, 0]).tolist()) == set((paper[:, 2] - paper[:, 0]).tolist())
+    assert torch.equal(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    assert bool((boxes[:, :2] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all())
+    off = _off_cell(boxes, stride, size)
+    steps = max(1, math.floor((1 - DEFAULT_OVERLAP) * size / stride + 1e-9))
+    for side in set((boxes[:, 2] - boxes[:, 0]).tolist()):
+        rows = boxes[:, 2] - boxes[:, 0] == side
+        for axis, length in ((0, w), (1, h)):
+            starts = sorted(set(boxes[rows, axis].tolist()))
+            # reaches both borders; every start but a last, flush one is on a whole cell
+            assert starts[0] == 0 and starts[-1] == length - side
+            inner = [s for s in starts if s != length - side or len(starts) == 1]
+            assert all(float(off[rows][boxes[rows, axis] == s, axis].max()) <= 0.5 + 1e-9
+                       for s in inner), (side, axis, starts)
+            # neighbours overlap by at least the asked overlap, where a whole-cell step allows
+            gaps = [b - a for a, b in zip(starts, starts[1:])]
+            cell = side * stride / size
+            assert all(gap <= steps * cell + 1 for gap in gaps), (side, gaps)
+
+
+def test_aligned_grid_counts_and_alignment_on_a_voc_image():
+    """500x375, AlexNet (T = 32, S = 227): two cells per step (72% overlap) give 702
+    patches, 82% of them on whole cells (the paper grid: 496 patches, 3% on whole cells);
+    overlap 0.5 gives three cells per step (58%) and 374 patches."""
+    boxes = aligned_grid(500, 375, total_stride=32, input_size=227)
+    assert len(boxes) == 702
+    assert float((_off_cell(boxes, 32, 227) <= 0.5 + 1e-9).all(dim=1).double().mean()) > 0.8
+    paper = paper_grid(500, 375)
+    assert float((_off_cell(paper, 32, 227) <= 0.5 + 1e-9).all(dim=1).double().mean()) < 0.05
+    assert len(aligned_grid(500, 375, total_stride=32, input_size=227, overlap=0.5)) == 374
+    with pytest.raises(ValueError, match="total_stride"):
+        aligned_grid(500, 375, total_stride=0, input_size=227)
+    with pytest.raises(ValueError, match=r"overlap must be in \[0.5, 1\)"):
+        aligned_grid(500, 375, total_stride=32, input_size=227, overlap=0.4)

@@ -177,3 +177,17 @@ def test_a_map_over_the_budget_is_computed_in_bands_with_the_same_cells(monkeypa
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="too small for shared convolutions"):
         shared.conv5_map(net, x, int(per_pixel * x.shape[3] * 100))
+
+
+def test_grids_by_name_for_a_network():
+    from cnnxfer.features.grids import aligned_grid
+    from cnnxfer.transfer import FeatureSettings
+
+    net = alexnet("alexnet", width=0.25, seed=0)
+    assert torch.equal(shared.network_grid(net)(500, 375), paper_grid(500, 375))
+    assert torch.equal(shared.network_grid(net, "aligned", scales=(1.0, 2.0))(500, 375),
+                       aligned_grid(500, 375, total_stride=32, input_size=227, scales=(1, 2)))
+    with pytest.raises(ValueError, match="grid must be one of paper, aligned, got 'dense'"):
+        shared.network_grid(net, "dense")
+    assert FeatureSettings(grid="aligned").header("f")["grid_name"] == "aligned"
+    assert "grid_name" not in FeatureSettings().header("f")  # files of 0.2 stay valid
