@@ -1,6 +1,8 @@
 """`cnnxfer extract`, `info` and `convert`, run in-process through cnnxfer.cli.main."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -129,3 +131,29 @@ def test_extract_to_a_folder_writes_each_image_and_resumes(files, tmp_path, caps
     assert (out / "image0.safetensors").stat().st_mtime_ns == stamp
     assert main(arguments + ["--layer", "fc6"]) == 0  # other settings: extracted again
     assert load_features(out / "image0.safetensors")[1]["layer"] == "fc6"
+
+
+def test_extract_shared_mode_on_the_aligned_grid(files, tmp_path):
+    """--mode shared --grid aligned: the same features as the library's extractor with those
+    settings, both recorded in the file's header and in a store's settings."""
+    from cnnxfer import store
+    from cnnxfer.features.shared import network_grid
+
+    folder, weights_path, images, _ = files
+    out = tmp_path / "shared.safetensors"
+    with warnings.catch_warnings():  # AlexNet's conv5 cells (195 px) fit its 224 px patches
+        warnings.simplefilter("error")
+        assert main(["extract", "--weights", str(weights_path), str(images[0]), "-o", str(out),
+                     "--mode", "shared", "--grid", "aligned", "--quiet"]) == 0
+    (result,), header = load_features(out)
+    assert header["mode"] == "shared" and header["grid_name"] == "aligned"
+    net = weights.load(weights_path)
+    features, boxes = PatchFeatureExtractor(net, mode="shared",
+                                            grid=network_grid(net, "aligned"))(images[0])
+    assert torch.equal(result.boxes, boxes) and torch.equal(result.features, features)
+    folder_store = tmp_path / "store"
+    assert main(["extract", "--weights", str(weights_path), *map(str, images), "--store",
+                 str(folder_store), "--grid", "aligned", "--workers", "0", "--quiet"]) == 0
+    grid = store.open(folder_store).settings["grid"]
+    assert grid["name"] == "aligned" and grid["total_stride"] == 32
+    assert grid["input_size"] == 224

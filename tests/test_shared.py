@@ -191,3 +191,10 @@ def test_grids_by_name_for_a_network():
         shared.network_grid(net, "dense")
     assert FeatureSettings(grid="aligned").header("f")["grid_name"] == "aligned"
     assert "grid_name" not in FeatureSettings().header("f")  # files of 0.2 stay valid
+
+
+def test_shared_mode_warns_where_a_cell_sees_more_than_a_patch():
+    small = alexnet("alexnet", width=0.25, input_size=64, seed=0)  # the generated world's
+    with pytest.warns(UserWarning, match=r"a conv5 cell of alexnet sees 195 px, more than its "
+                                         r"64 px input"):
+        PatchFeatureExtractor(small, mode="shared")

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--weights and --voc go together: a real network and a VOCdevkit "
                          "tree (without both, the demo makes its own)")
     settings = DemoSettings(seed=args.seed, images=args.images, size=args.size,
-                            source_images=args.source_images,
+                            source_images=args.source_images, source_size=args.source_size,
                             pretrain=PretrainConfig(epochs=args.pretrain_epochs),
                             head_epochs=args.head_epochs, scratch_epochs=args.scratch_epochs,
                             rows=args.rows, device=args.device, mode=args.mode, grid=args.grid)
@@ -59,6 +59,10 @@ def add_parser(commands) -> None:
                         help="the scenes' size, WxH ({}x{})".format(*defaults.size))
     parser.add_argument("--source-images", type=positive_int, default=defaults.source_images,
                         help=f"labelled images of the source task ({defaults.source_images})")
+    parser.add_argument("--source-size", type=positive_int, default=defaults.source_size,
+                        help=f"side of the source images in pixels, the network's input size "
+                             f"({defaults.source_size}; 227 gives AlexNet's own, whose conv5 "
+                             f"cells see less than a patch, as --mode shared needs)")
     parser.add_argument("--pretrain-epochs", type=positive_int,
                         default=defaults.pretrain.epochs,
                         help=f"source network's epochs ({defaults.pretrain.epochs})")

@@ -125,6 +125,8 @@ class PatchFeatureExtractor:
                              f"({later}): the windows are cut from {last}; got layer "
                              f"{self.layer!r}")
         self.mode = mode
+        if mode == "shared":
+            _warn_if_fields_exceed_the_patch(net)
         self.grid, self.dtype, self.conv_pooling = grid, dtype, conv_pooling
         self.channels_last = channels_last
         # Patches are written in the dtype the network computes in: where bf16 is emulated
@@ -285,3 +287,19 @@ class PatchFeatureExtractor:
             on_error(name, error)
         else:
             warnings.warn(f"skipped {name}: {error}", stacklevel=3)
+
+
+def _warn_if_fields_exceed_the_patch(net: ConvNet) -> None:
+    """mode="shared" reproduces the per-patch features only where a last-conv cell sees about
+    a patch or less: a cell whose receptive field is wider than the input sees, in the shared
+    map, image the per-patch network replaces with zero padding."""
+    from .shared import receptive_field  # shared imports this module
+
+    size = receptive_field(net)[0]
+    if size > net.arch.input_size:
+        warnings.warn(f"mode='shared': a {net.arch.last_conv} cell of {net.arch.name} sees "
+                      f"{size} px, more than its {net.arch.input_size} px input, so each "
+                      f"patch's shared features also see the image around it, where the "
+                      f"per-patch network sees padding: expect them to differ much (on the "
+                      f"generated world's 64 px network the method loses about 5 mAP points)",
+                      stacklevel=3)

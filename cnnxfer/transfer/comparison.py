@@ -45,6 +45,7 @@ class DemoSettings:
     images: int = 200
     size: tuple[int, int] = (160, 120)
     source_images: int = 4000
+    source_size: int = 64  # the source images' side, which is the network's input size
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     scales: tuple[float, ...] = PAPER_SCALES
     head_epochs: int = 10
@@ -69,7 +70,7 @@ def _world(out: Path, settings: DemoSettings, progress: bool):
     folder = out / "world"
     wanted = {"seed": settings.seed, "images": settings.images, "size": list(settings.size),
               "source_images": settings.source_images,
-              "source_size": 64}
+              "source_size": settings.source_size}
     recorded = folder / "world.json"
     if recorded.is_file():
         made = json.loads(recorded.read_text())
@@ -77,7 +78,7 @@ def _world(out: Path, settings: DemoSettings, progress: bool):
             return toyvoc.World(folder / toyvoc.TREE_NAME, folder / "source.safetensors"), True
     return toyvoc.generate(folder, seed=settings.seed, images=settings.images,
                            size=settings.size, source_images=settings.source_images,
-                           source_size=64, progress=progress), False
+                           source_size=settings.source_size, progress=progress), False
 
 
 def compare(out: str | Path, settings: DemoSettings = DemoSettings(), *,
