@@ -1,6 +1,8 @@
-"""AlexNet (BVLC layout, 227x227, random weights) to FC7: cnnxfer's engine against plain PyTorch.
+"""AlexNet (BVLC layout, 227x227) and VGG-16 (torchvision layout, 224x224), random weights, to
+FC7: cnnxfer's engine against plain PyTorch.
 
-Batches of 32 patches, providers timed in the same run on the same input:
+Batches of 32 patches (8 for VGG-16, 20x AlexNet's work per patch), providers timed in the same
+run on the same input:
   cnnxfer  AlexNet with backend="engine" (oneDNN convolutions and GEMMs, fused ReLU+LRN+pool)
   eager    the same network with backend="reference": plain PyTorch layers (for bf16 on the CPU the
            LRN runs in fp32, as eager has no bf16 LRN kernel there)
@@ -28,37 +30,40 @@ from cnnxfer.features.grids import paper_grid
 from cnnxfer.ops import reference
 
 BATCH = 32
+BATCHES = {"alexnet": BATCH, "vgg16": 8}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @functools.cache
-def _net(dtype: torch.dtype = torch.float32) -> nets.AlexNet:
+def _net(dtype: torch.dtype = torch.float32, name: str = "alexnet") -> nets.ConvNet:
     """The benched network; for the plain-PyTorch anchors, its parameters held in `dtype`, so
     they time the layers and not a cast of the weights on every call."""
-    return nets.alexnet("alexnet", seed=0).to(dtype)
+    return nets.network(name, seed=0).to(dtype)
 
 
-def _input(dtype, channels_last):
-    size = _net().arch.input_size
-    x = torch.randn((BATCH, 3, size, size), generator=torch.Generator().manual_seed(0)) * 50
+def _input(dtype, channels_last, name: str = "alexnet"):
+    size = _net(name=name).arch.input_size
+    x = torch.randn((BATCHES[name], 3, size, size),
+                    generator=torch.Generator().manual_seed(0)) * 50
     x = x.to(dtype)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def _floor(dtype):
+def _floor(dtype, name: str = "alexnet"):
     """The network's convolutions and GEMMs alone, each on a tensor of its input's shape, in the
     dtype and layout the engine computes in on this machine (fp32 for bf16 on CPUs that emulate
     bf16; channels_last convolutions on CPUs)."""
-    net, arch = _net(), _net().arch
+    net = _net(name=name)
+    arch, batch = net.arch, BATCHES[name]
     dtype = nets.compute_dtype(dtype, torch.device("cpu"))
     fmt = torch.channels_last
     shapes = [(3, arch.input_size, arch.input_size)] + [out for _, out in arch.conv_shapes()]
-    inputs = [torch.randn((BATCH, *shape)).to(dtype).contiguous(memory_format=fmt)
+    inputs = [torch.randn((batch, *shape)).to(dtype).contiguous(memory_format=fmt)
               for shape in shapes[:-1]]
-    convs = [getattr(net, name) for name in nets.CONV_LAYERS]
+    convs = [getattr(net, name) for name in arch.conv_names()]
     weights = [(c.weight.to(dtype).contiguous(memory_format=fmt), c.bias.to(dtype)) for c in convs]
     fcs = [getattr(net, name) for name in ("fc6", "fc7")]
-    fc_in = [torch.randn((BATCH, fc.in_features)).to(dtype) for fc in fcs]
+    fc_in = [torch.randn((batch, fc.in_features)).to(dtype) for fc in fcs]
     fc_w = [(fc.bias.to(dtype), fc.weight.to(dtype).t()) for fc in fcs]
 
     def run():
@@ -72,17 +77,18 @@ def _floor(dtype):
 
 @pytest.mark.parametrize("provider", ["cnnxfer", "eager", "compile", "floor"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_alexnet_fc7_batch(benchmark, record, note, dtype, provider):
+@pytest.mark.parametrize("name", BATCHES)
+def test_net_fc7_batch(benchmark, record, note, name, dtype, provider):
     torch_dtype = DTYPES[dtype]
-    net, anchor = _net(), _net(torch_dtype)
+    net, anchor = _net(name=name), _net(torch_dtype, name)
     # fp32 runs NCHW (the reference network's layout); bf16 channels_last, the fast bf16 layout
     channels_last = dtype == "bf16"
-    x = _input(torch_dtype, channels_last)
+    x = _input(torch_dtype, channels_last, name)
     with torch.inference_mode():
         if provider == "cnnxfer" and dtype == "bf16":
             fp32 = net(x.float(), "fc7")
             error = ((net(x, "fc7").float() - fp32).norm() / fp32.norm()).item()
-            note(f"alexnet fc7 bf16: relative error {error:.2e} against cnnxfer fp32 "
+            note(f"{name} fc7 bf16: relative error {error:.2e} against cnnxfer fp32 "
                  f"(compute dtype {nets.compute_dtype(torch_dtype, x.device)} on this CPU)")
         if provider == "compile":
             compiled = torch.compile(functools.partial(anchor.reference_forward, layer="fc7"))
@@ -91,10 +97,11 @@ def test_alexnet_fc7_batch(benchmark, record, note, dtype, provider):
             fn = {
                 "cnnxfer": lambda: net(x, "fc7"),
                 "eager": lambda: anchor(x, "fc7", backend="reference"),
-                "floor": _floor(torch_dtype),
+                "floor": _floor(torch_dtype, name),
             }[provider]
         layout = "channels_last" if channels_last else "nchw"
-        record(f"alexnet to fc7, batch {BATCH}, {dtype} {layout}", provider, benchmark, fn)
+        record(f"{name} to fc7, batch {BATCHES[name]}, {dtype} {layout}", provider, benchmark,
+               fn)
 
 
 @pytest.fixture(scope="module")

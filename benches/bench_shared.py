@@ -9,20 +9,21 @@ natively. Providers, same run:
               paper's computation): the ratio is the speed-up (target >= 3.5x, against about
               4.3x fewer multiply-adds).
   eager       plain PyTorch per patch: crop + F.interpolate per patch, the reference network.
-Notes under the table: the multiply-add ratio and the FC7 agreement (cosine similarity per
-patch, median and 5th percentile) of the two modes.
+Notes under the table: the multiply-add ratio (and VGG-16's, from its shapes) and the FC7
+agreement of the two modes (features.shared.agreement: centred cosine per patch, median and
+5th percentile, against two different patches; nearest-neighbour retrieval), on the paper's
+grid and on the aligned grid.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from cnnxfer import PatchFeatureExtractor
 from cnnxfer.features import shared
-from cnnxfer.nets import alexnet
+from cnnxfer.nets import alexnet, network
 from cnnxfer.ops import compute_dtype, reference
 
 DTYPES = ("fp32", "bf16")
@@ -62,10 +63,20 @@ def test_shared_against_per_patch(benchmark, record, note, setting, name, provid
     extractor = PatchFeatureExtractor(net, dtype=dtype, mode=mode)
     record(case, provider, benchmark, lambda: extractor(image))
     if provider == "per_patch":
-        per_patch, boxes = extractor(image)
-        sharing, _ = PatchFeatureExtractor(net, dtype=dtype, mode="shared")(image)
-        cosine = F.cosine_similarity(per_patch.float(), sharing.float())
+        boxes = extractor.grid(500, 375)
         full, saved = shared.multiply_adds(net, 500, 375, boxes)
-        note(f"{case}: shared does {full / saved:.2f}x fewer multiply-adds; FC7 cosine "
-             f"shared vs per patch: median {cosine.median():.4f}, 5th percentile "
-             f"{cosine.quantile(0.05):.4f}")
+        with torch.device("meta"):  # shapes only
+            vgg16 = network("vgg16", num_classes=None)
+        vgg_full, vgg_saved = shared.multiply_adds(vgg16, 500, 375, boxes)
+        note(f"{case}: shared does {full / saved:.2f}x fewer multiply-adds "
+             f"(VGG-16: {vgg_full / vgg_saved:.2f}x)")
+        for grid in ("paper", "aligned"):
+            settings = dict(dtype=dtype, grid=shared.network_grid(net, grid))
+            per_patch, _ = PatchFeatureExtractor(net, **settings)(image)
+            sharing, _ = PatchFeatureExtractor(net, mode="shared", **settings)(image)
+            agree = shared.agreement(per_patch, sharing)
+            note(f"{case}, {grid} grid ({len(per_patch)} patches): FC7 shared vs per patch, "
+                 f"centred cosine median {agree['cosine_median']:.3f}, 5th percentile "
+                 f"{agree['cosine_p5']:.3f} (two different patches: "
+                 f"{agree['other_patch_median']:.3f}); own patch nearest for "
+                 f"{100 * agree['retrieval']:.1f}%")

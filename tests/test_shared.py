@@ -82,7 +82,13 @@ def test_the_border_effect_on_alexnet_is_bounded():
         torch.tensor([0.05, 0.5]))
     assert other.median() < 0.2
     nearest = torch.cdist(sharing - mean, per_patch - mean).argmin(dim=1)
-    assert (nearest == torch.arange(len(boxes))).double().mean() > 0.97
+    retrieval = (nearest == torch.arange(len(boxes))).double().mean()
+    assert retrieval > 0.97
+    # features.shared.agreement reports the same figures
+    agree = shared.agreement(per_patch, sharing)
+    assert agree["cosine_median"] == pytest.approx(float(cosine.median()), abs=1e-5)
+    assert agree["other_patch_median"] == pytest.approx(float(other.median()), abs=1e-5)
+    assert agree["retrieval"] == pytest.approx(float(retrieval))
 
 
 def test_windows_are_cut_exactly_or_sampled_at_the_projected_cells():

@@ -216,3 +216,26 @@ def multiply_adds(net: ConvNet, width: int, height: int, boxes: torch.Tensor) ->
         factor = arch.input_size / side
         shared += conv_macs(math.floor(height * factor), math.floor(width * factor))
     return per_patch, shared
+
+
+def agreement(per_patch: torch.Tensor, sharing: torch.Tensor) -> dict[str, float]:
+    """How closely the shared features [K, D] of K patches of one image follow their per-patch
+    ones [K, D]. Raw cosines flatter both: FC features share a large common component (two
+    different patches of an image often have a raw cosine above 0.9), so the vectors are first
+    centred on the per-patch mean over the K patches. Returns:
+      cosine_median, cosine_p5: centred cosine of each patch's two features;
+      other_patch_median: the same between two different patches (each with the next one):
+          the level that means "unrelated";
+      retrieval: the fraction of patches whose shared feature is nearer to its own per-patch
+          feature than to any other patch's (Euclidean, centred)."""
+    a, b = per_patch.double(), sharing.double()
+    mean = a.mean(dim=0)
+    a, b = a - mean, b - mean
+    cosine = F.cosine_similarity(a, b)
+    other = F.cosine_similarity(a, a.roll(1, dims=0))
+    nearest = torch.cdist(b, a).argmin(dim=1)
+    return {"cosine_median": float(cosine.median()),
+            "cosine_p5": float(cosine.quantile(0.05)),
+            "other_patch_median": float(other.median()),
+            "retrieval": float((nearest == torch.arange(len(a), device=a.device)).double()
+                               .mean())}
