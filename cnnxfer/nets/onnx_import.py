@@ -316,8 +316,8 @@ def _named_in_stages(arch: Architecture, conv_weights: list) -> bool:
     """Whether the graph names its conv weights by stage (conv1_1_w .. conv5_3_w, as the zoo's
     VGG does): then the network's layers are named so too."""
     staged = replace(arch, naming="stages").conv_names()
-    return len(set(staged)) > 1 and all(
-        f"{name}_" in f"{onnx_name}_" for name, ((onnx_name, _), _) in zip(staged, conv_weights))
+    return all(f"{name}_" in f"{onnx_name}_"  # conv1_1 in conv1_1_w_0, not in conv1_10_w_0
+               for name, ((onnx_name, _), _) in zip(staged, conv_weights))
 
 
 _EXPECTED = {
