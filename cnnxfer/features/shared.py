@@ -144,8 +144,8 @@ def conv5_windows(net: ConvNet, image: torch.Tensor, boxes: torch.Tensor, *,
                   max_bytes: int | None = None) -> torch.Tensor:
     """[K, C, n, n] conv5 windows of the square `boxes` [K, 4] of `image` ([3, H, W], uint8 or
     pixel-valued float), in `dtype`; the FC layers take them as net(windows, layer,
-    start=net.arch.last_conv). max_bytes: the conv blocks' activation budget per map (conv5_map tiles
-    a scale whose whole map would not fit)."""
+    start=net.arch.last_conv). max_bytes: the conv blocks' activation budget per map
+    (conv5_map tiles a scale whose whole map would not fit)."""
     if boxes.numel() and not bool(((boxes[:, 2] - boxes[:, 0]) == (boxes[:, 3] - boxes[:, 1]))
                                    .all()):
         raise ValueError("mode='shared' needs square boxes (the paper's grid gives them): a "
