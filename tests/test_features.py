@@ -151,7 +151,7 @@ def test_argument_errors(net):
         PatchFeatureExtractor(net, layer="pool5")
     with pytest.raises(ValueError, match="max_bytes must be a positive int, got 0"):
         PatchFeatureExtractor(net, max_bytes=0)
-    with pytest.raises(TypeError, match="net must be a cnnxfer.nets.AlexNet"):
+    with pytest.raises(TypeError, match="net must be a cnnxfer.nets.ConvNet"):
         PatchFeatureExtractor(torch.nn.Linear(2, 2))
     with pytest.raises(ImageError, match=r"image tensor must be \[3, H, W\]"):
         load_image(torch.zeros((4, 10, 10), dtype=torch.uint8))
