@@ -411,7 +411,26 @@ def group_conv(ctx):
                    lambda fx=fx, fw=fw, fb=fb, c=conv: F.conv2d(fx, fw, fb, c["stride"],
                                                                 c["padding"], 1, c["groups"]),
                    note=f"floor: F.conv2d alone in {str(compute).replace('torch.', '')}")
+            _conv_relu_rows(ctx, name, dtype, layout, x, w, b, conv)
             del x, w, b, ref, fx, fw, fb
+
+
+def _conv_relu_rows(ctx, name, dtype, layout, x, w, b, conv):
+    """The Triton implicit-GEMM convolution + ReLU (kernels/conv.py, the conv block's first
+    step) against cuDNN's convolution + an in-place ReLU, on the block's shapes."""
+    case = f"conv+relu {name}"
+    ref = F.relu(F.conv2d(x.double(), w.double(), b.double(), conv["stride"], conv["padding"],
+                          1, conv["groups"]))
+    skip = ctx.triton_reason
+    if skip is None:
+        from cnnxfer.kernels import conv as _  # noqa: F401  (registers the op)
+    record(ctx, "conv", case, dtype, layout, "triton",
+           lambda: torch.ops.cnnxfer.conv2d_relu_triton(x, w, b, conv["stride"],
+                                                         conv["padding"], conv["groups"], True),
+           ref=ref, skip=skip)
+    record(ctx, "conv", case, dtype, layout, "cudnn",
+           lambda: F.relu_(F.conv2d(x, w, b, conv["stride"], conv["padding"], 1,
+                                    conv["groups"])), ref=ref)
 
 
 # ---------------------------------------------------------------------- group: alexnet
