@@ -190,7 +190,7 @@ def test_compute_dtype_policy():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + ("vgg11", "overfeat_accurate"))  # and deeper chains
 @needs_gpu_engine
 def test_engine_on_gpu_matches_the_cpu_reference(name, dtype):
     net = nets.alexnet(name, width=WIDTH, seed=10)

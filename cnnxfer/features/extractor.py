@@ -301,5 +301,5 @@ def _warn_if_fields_exceed_the_patch(net: ConvNet) -> None:
                       f"{size} px, more than its {net.arch.input_size} px input, so each "
                       f"patch's shared features also see the image around it, where the "
                       f"per-patch network sees padding: expect them to differ much (on the "
-                      f"generated world's 64 px network the method loses about 5 mAP points)",
+                      f"generated world's 64 px network the method loses about 7 mAP points)",
                       stacklevel=3)

@@ -123,26 +123,40 @@ def paper_grid(width: int, height: int, *, scales: Sequence[float] = PAPER_SCALE
     w = _check_size("width", width)
     h = _check_size("height", height)
     lams = _check_scales(scales)
-    o = real("overlap", overlap)
-    if not 0.5 <= o < 1.0:
-        raise ValueError(f"overlap must be in [0.5, 1) (fraction of the patch side shared by "
-                         f"neighbours; the paper requires at least 0.5), got {overlap!r}")
+    o = _check_overlap(overlap)
     dtype = _check_dtype(dtype)
 
+    def starts(length: int, side: int) -> list[int]:
+        return _positions(length, side, max(1, int(math.floor(side * (1.0 - o) + _EPS))))
+
+    return _squares(w, h, lams, starts, dtype)
+
+
+def _squares(w: int, h: int, lams: list[float], starts, dtype: torch.dtype) -> torch.Tensor:
+    """The boxes of a multi-scale grid of squares: per scale λ the side round(min(w, h) / λ)
+    (at least 1 pixel), at starts(length, side) along each axis; scales in order, then rows,
+    then columns, a box repeating an earlier one kept only at its first occurrence."""
     short = min(w, h)
     seen = set()
     rows: list[tuple[int, int, int, int]] = []
     for lam in lams:
         side = min(short, max(1, _round_half_up(short / lam)))
-        max_step = max(1, int(math.floor(side * (1.0 - o) + _EPS)))
-        xs = _positions(w, side, max_step)
-        for y in _positions(h, side, max_step):
+        xs = starts(w, side)
+        for y in starts(h, side):
             for x in xs:
                 box = (x, y, x + side, y + side)
                 if box not in seen:
                     seen.add(box)
                     rows.append(box)
     return _to_tensor(rows, dtype)
+
+
+def _check_overlap(overlap) -> float:
+    o = real("overlap", overlap)
+    if not 0.5 <= o < 1.0:
+        raise ValueError(f"overlap must be in [0.5, 1) (fraction of the patch side shared by "
+                         f"neighbours; the paper requires at least 0.5), got {overlap!r}")
+    return o
 
 
 def aligned_grid(width: int, height: int, *, total_stride: int, input_size: int,
@@ -174,10 +188,7 @@ def aligned_grid(width: int, height: int, *, total_stride: int, input_size: int,
     stride = _check_size("total_stride", total_stride)
     size = _check_size("input_size", input_size)
     lams = _check_scales(scales)
-    o = real("overlap", overlap)
-    if not 0.5 <= o < 1.0:
-        raise ValueError(f"overlap must be in [0.5, 1) (fraction of the patch side shared by "
-                         f"neighbours; the paper requires at least 0.5), got {overlap!r}")
+    o = _check_overlap(overlap)
     dtype = _check_dtype(dtype)
     cells_per_step = max(1, int(math.floor((1.0 - o) * size / stride + _EPS)))
 
@@ -189,19 +200,7 @@ def aligned_grid(width: int, height: int, *, total_stride: int, input_size: int,
             positions.append(length - side)  # flush with the far border
         return positions
 
-    short = min(w, h)
-    seen = set()
-    rows: list[tuple[int, int, int, int]] = []
-    for lam in lams:
-        side = min(short, max(1, _round_half_up(short / lam)))
-        xs = starts(w, side)
-        for y in starts(h, side):
-            for x in xs:
-                box = (x, y, x + side, y + side)
-                if box not in seen:
-                    seen.add(box)
-                    rows.append(box)
-    return _to_tensor(rows, dtype)
+    return _squares(w, h, lams, starts, dtype)
 
 
 def _check_scales(scales) -> list[float]:
