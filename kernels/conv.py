@@ -75,8 +75,9 @@ def _conv2d_relu_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, H, W, C, OH, OW, C_OUT, C
              mask=(rows < M)[:, None] & (cols < KG)[None, :])
 
 
-def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-           groups: int) -> None:
+def check_conv_args(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    groups: int) -> None:
+    """Raises for the argument that does not fit a grouped 2-d convolution."""
     if x.dim() != 4 or weight.dim() != 4:
         raise ValueError(f"x must be [N, C, H, W] and weight [C_out, C / groups, KH, KW], got "
                          f"{tuple(x.shape)} and {tuple(weight.shape)}")
@@ -92,13 +93,20 @@ def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          f"{tuple(bias.shape)} {bias.dtype}")
 
 
+def pack_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """[C_out, CG, KH, KW] -> [groups, KH, KW, CG, KG] contiguous: each group's GEMM operand B
+    with the reduction in (kh, kw, c) order, so a tile's loads are contiguous runs."""
+    c_out, cg, kh, kw = weight.shape
+    return weight.reshape(groups, c_out // groups, cg, kh, kw).permute(0, 3, 4, 2, 1).contiguous()
+
+
 @triton_op("cnnxfer::conv2d_relu_triton", mutates_args=())
 def conv2d_relu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                        stride: int, padding: int, groups: int, relu: bool) -> torch.Tensor:
     """relu(conv2d(x, weight, bias, stride, padding, groups=groups)) (relu=False: the
     convolution alone), square stride and padding, dilation 1. x [N, C, H, W] float32 /
     bfloat16 / float16 in any layout; returns [N, C_out, OH, OW] channels_last in x's dtype."""
-    _check(x, weight, bias, groups)
+    check_conv_args(x, weight, bias, groups)
     n, c, h, w = x.shape
     c_out, cg, kh, kw = weight.shape
     oh, ow = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
@@ -107,8 +115,7 @@ def conv2d_relu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
                          f"input")
     kg = c_out // groups
     x = x.contiguous(memory_format=torch.channels_last)
-    # [C_out, CG, KH, KW] -> [groups, KH, KW, CG, KG]: the reduction in (kh, kw, c) order
-    packed = (weight.reshape(groups, kg, cg, kh, kw).permute(0, 3, 4, 2, 1).contiguous())
+    packed = pack_weight(weight, groups)
     y = torch.empty((n, c_out, oh, ow), dtype=x.dtype, device=x.device,
                     memory_format=torch.channels_last)
     rows = n * oh * ow

@@ -1,0 +1,237 @@
+"""The fused Triton conv block (torch.ops.cnnxfer.conv_block_triton, ops.conv_block(
+backend="triton")) against the reference block in float64.
+
+Without a GPU the kernel runs in Triton's interpreter (tests/devices.py sets TRITON_INTERPRET=1),
+so the shapes are AlexNet's conv1 and conv2 geometry at small sizes, full and reduced widths,
+chosen so that the pooled map spans several tiles with ragged edges and the channels do not fill
+a power of two. The LRN constants are strong (alpha 0.5, k 2) so that an error in the channel
+window shows.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from cnnxfer import ops  # noqa: E402
+from cnnxfer.kernels import conv_block as kernel  # noqa: E402
+from cnnxfer.ops import reference  # noqa: E402
+from cnnxfer.ops.layers import LRN, MaxPool  # noqa: E402
+
+from devices import HAS_CUDA, needs_triton  # noqa: E402
+from devices import TRITON_DEVICE as DEVICE  # noqa: E402
+
+pytestmark = needs_triton
+OP = torch.ops.cnnxfer.conv_block_triton
+STRONG_LRN = LRN(size=5, alpha=0.5, beta=0.75, k=2.0)
+ALEXNET_POOL = MaxPool(kernel_size=3, stride=2)
+
+# (N, C, H, W, C_out, kernel, stride, padding, groups)
+SHAPES = {
+    "conv1": (2, 3, 59, 63, 24, 11, 4, 0, 1),      # conv 13 x 14, pooled 6 x 6: 2 x 2 tiles
+    "conv1_full": (1, 3, 43, 47, 96, 11, 4, 0, 1),  # AlexNet's 96 channels (a 128 tile)
+    "conv2": (1, 12, 23, 21, 20, 5, 1, 2, 2),      # two groups of 10 channels in 16-wide halves
+    "conv2_full": (1, 96, 9, 11, 256, 5, 1, 2, 2),  # AlexNet's 2 x 128 channels, LRN across both
+}
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 3e-3}
+
+
+def _inputs(shape, dtype, seed=0, requires_grad=False):
+    n, c, h, w, c_out, k, stride, padding, groups = shape
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn((n, c, h, w), generator=generator)
+    fan_in = c // groups * k * k
+    weight = torch.randn((c_out, c // groups, k, k), generator=generator) / fan_in ** 0.5
+    bias = torch.randn((c_out,), generator=generator) * 0.1
+    tensors = [t.to(DEVICE, dtype).requires_grad_(requires_grad) for t in (x, weight, bias)]
+    return tensors, dict(stride=stride, padding=padding, groups=groups)
+
+
+def _relative_error(y, expected):
+    return ((y.double().cpu() - expected.cpu()).abs().max() / expected.abs().max()).item()
+
+
+def _expected(x, weight, bias, conv, lrn, pool, order):
+    return reference.conv_block(x.detach().double(), weight.detach().double(),
+                                bias.detach().double(), **conv, lrn=lrn, pool=pool, order=order)
+
+
+@pytest.mark.parametrize("order", ["lrn_pool", "pool_lrn"])
+@pytest.mark.parametrize("name", SHAPES)
+def test_matches_the_reference_block(name, order):
+    (x, weight, bias), conv = _inputs(SHAPES[name], torch.float32)
+    y = ops.conv_block(x, weight, bias, **conv, lrn=STRONG_LRN, pool=ALEXNET_POOL, order=order,
+                       backend="triton")
+    expected = _expected(x, weight, bias, conv, STRONG_LRN, ALEXNET_POOL, order)
+    assert y.shape == expected.shape and y.dtype == torch.float32
+    assert _relative_error(y, expected) < TOLERANCE[torch.float32]
+    # the LRN is strong enough that leaving it out would fail the check above
+    unnormalized = _expected(x, weight, bias, conv, None, ALEXNET_POOL, order)
+    assert _relative_error(unnormalized.float(), expected) > 100 * TOLERANCE[torch.float32]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("name", ["conv1", "conv2"])
+def test_half_precision_accumulates_in_fp32(name, dtype):
+    (x, weight, bias), conv = _inputs(SHAPES[name], dtype, seed=1)
+    y = OP(x, weight, bias, [conv["stride"]] * 2, [conv["padding"]] * 2, conv["groups"],
+           STRONG_LRN.size, STRONG_LRN.alpha, STRONG_LRN.beta, STRONG_LRN.k, [3, 3], [2, 2],
+           [0, 0, 0, 0], False, False)
+    assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
+    expected = _expected(x, weight, bias, conv, STRONG_LRN, ALEXNET_POOL, "lrn_pool")
+    assert _relative_error(y, expected) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("lrn, pool", [
+    (None, ALEXNET_POOL),                                    # VGG-like: conv + ReLU + pool
+    (STRONG_LRN, None),                                      # LRN alone
+    (None, None),                                            # conv + ReLU
+    (STRONG_LRN, MaxPool(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    (STRONG_LRN, MaxPool(kernel_size=(2, 3), stride=(2, 1), padding=(0, 1, 0, 1))),
+    (LRN(size=4, alpha=0.5, beta=0.75, k=2.0), ALEXNET_POOL),  # even window: asymmetric
+], ids=["no-lrn", "no-pool", "neither", "pad-ceil", "rectangular-onnx-pads", "even-lrn"])
+@pytest.mark.parametrize("order", ["lrn_pool", "pool_lrn"])
+def test_block_variants(lrn, pool, order):
+    (x, weight, bias), conv = _inputs(SHAPES["conv2"], torch.float32, seed=2)
+    y = ops.conv_block(x, weight, bias, **conv, lrn=lrn, pool=pool, order=order,
+                       backend="triton")
+    expected = _expected(x, weight, bias, conv, lrn, pool, order)
+    assert y.shape == expected.shape
+    assert _relative_error(y, expected) < TOLERANCE[torch.float32]
+
+
+def test_channels_split_across_programs_without_lrn():
+    # 300 channels in 3 groups: without LRN each program computes one group's block of channels
+    (x, weight, bias), conv = _inputs((1, 6, 15, 13, 300, 3, 1, 1, 3), torch.float32, seed=3)
+    geometry = kernel.block_geometry(weight, [1, 1], [1, 1], 3, 1, 0.0, 0.0, 1.0, [3, 3], [2, 2])
+    assert not geometry.has_lrn and geometry.block_n() == 128
+    y = ops.conv_block(x, weight, bias, **conv, lrn=None, pool=ALEXNET_POOL, backend="triton")
+    expected = _expected(x, weight, bias, conv, None, ALEXNET_POOL, "lrn_pool")
+    assert _relative_error(y, expected) < TOLERANCE[torch.float32]
+
+
+@pytest.mark.parametrize("tiles", kernel.tile_candidates(kernel.block_geometry(
+    torch.empty(20, 6, 5, 5), [1, 1], [2, 2], 2, 5, 0.5, 0.75, 2.0, [3, 3], [2, 2])), ids=str)
+def test_every_tile_candidate(tiles, monkeypatch):
+    monkeypatch.setattr(kernel, "_choose", lambda *args: tiles)
+    (x, weight, bias), conv = _inputs(SHAPES["conv2"], torch.float32, seed=4)
+    y = ops.conv_block(x, weight, bias, **conv, lrn=STRONG_LRN, pool=ALEXNET_POOL,
+                       backend="triton")
+    expected = _expected(x, weight, bias, conv, STRONG_LRN, ALEXNET_POOL, "lrn_pool")
+    assert _relative_error(y, expected) < TOLERANCE[torch.float32]
+
+
+def test_tile_candidates_fit_and_are_ranked():
+    geometry = kernel.block_geometry(torch.empty(256, 48, 5, 5), [1, 1], [2, 2], 2, 5, 1e-4,
+                                     0.75, 2.0, [3, 3], [2, 2])
+    candidates = kernel.tile_candidates(geometry)
+    assert candidates, "conv2's full width must fit some tile"
+    fill = [t.tile_ph * t.tile_pw / geometry.block_m(t) for t in candidates]
+    assert fill == sorted(fill, reverse=True)
+    for tiles in candidates:  # 256 channels: at most 128 rows of fp32 accumulators
+        assert geometry.block_m(tiles) * 256 <= 128 * 256
+
+
+def test_memory_format_follows_x():
+    (x, weight, bias), conv = _inputs(SHAPES["conv2"], torch.float32, seed=5)
+    nchw = ops.conv_block(x, weight, bias, **conv, backend="triton")
+    assert nchw.is_contiguous()
+    nhwc = ops.conv_block(x.contiguous(memory_format=torch.channels_last), weight, bias, **conv,
+                          backend="triton")
+    assert nhwc.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(nchw, nhwc, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("order", ["lrn_pool", "pool_lrn"])
+def test_backward_matches_the_reference(order):
+    (x, weight, bias), conv = _inputs(SHAPES["conv2"], torch.float32, seed=6, requires_grad=True)
+    y = ops.conv_block(x, weight, bias, **conv, lrn=STRONG_LRN, pool=ALEXNET_POOL, order=order,
+                       backend="triton")
+    grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(7)).to(y.device)
+    got = torch.autograd.grad((y * grad).sum(), (x, weight, bias))
+    leaves = [t.detach().double().requires_grad_() for t in (x, weight, bias)]
+    expected = reference.conv_block(*leaves, **conv, lrn=STRONG_LRN, pool=ALEXNET_POOL,
+                                    order=order)
+    wanted = torch.autograd.grad((expected * grad.double()).sum(), leaves)
+    for name, g, e in zip(("x", "weight", "bias"), got, wanted):
+        assert _relative_error(g, e) < 1e-4, name
+
+
+def test_opcheck_fake_kernel_and_autograd_registration():
+    (x, weight, bias), conv = _inputs(SHAPES["conv2"], torch.float32, seed=8, requires_grad=True)
+    args = (x, weight, bias, [1, 1], [2, 2], 2, 5, 0.5, 0.75, 2.0, [3, 3], [2, 2], [0, 0, 0, 0],
+            False, True)
+    torch.library.opcheck(OP, args, test_utils=("test_schema", "test_autograd_registration",
+                                                "test_faketensor"))
+
+
+def test_torch_compile_traces_through_the_op():
+    (x, weight, bias), conv = _inputs(SHAPES["conv2"], torch.float32, seed=9)
+
+    def block(x, weight, bias):
+        return torch.relu(ops.conv_block(x, weight, bias, **conv, lrn=STRONG_LRN,
+                                         pool=ALEXNET_POOL, backend="triton")) * 2
+
+    compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x, weight, bias), block(x, weight, bias))
+
+
+def test_errors_name_the_arguments():
+    (x, weight, bias), conv = _inputs(SHAPES["conv2"], torch.float32)
+    with pytest.raises(ValueError, match="LRN across 4 groups"):
+        ops.conv_block(x, torch.zeros(20, 3, 5, 5), None, padding=2, groups=4, backend="triton")
+    wide = torch.zeros(300, 12, 3, 3, device=x.device)
+    with pytest.raises(ValueError, match="LRN across 300 channels"):
+        ops.conv_block(x, wide, None, backend="triton")
+    with pytest.raises(ValueError, match="pool padding"):
+        ops.conv_block(x, weight, bias, **conv, pool=MaxPool(kernel_size=3, stride=2, padding=2),
+                       backend="triton")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ops.conv_block(x, weight, bias, **conv, backend="cudnn")
+    with pytest.raises(ValueError, match="order must be"):
+        ops.conv_block(x, weight, bias, **conv, order="pool_first", backend="triton")
+
+
+def test_cpu_tensors_need_the_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    x = torch.zeros(1, 3, 11, 11)
+    with pytest.raises(ValueError, match="backend='triton' runs on a CUDA device"):
+        ops.conv_block(x, torch.zeros(4, 3, 3, 3), None, backend="triton")
+
+
+def test_auto_keeps_the_framework_path_on_cpus():
+    (x, weight, bias), conv = _inputs(SHAPES["conv2"], torch.float32)
+    before = ops.conv_block_choices()
+    y = ops.conv_block(x.cpu(), weight.cpu(), bias.cpu(), **conv)
+    assert ops.conv_block_choices() == before  # nothing timed, nothing chosen
+    expected = _expected(x, weight, bias, conv, LRN(), ALEXNET_POOL, "lrn_pool")
+    assert _relative_error(y, expected) < TOLERANCE[torch.float32]
+
+
+# ------------------------------------------------------------------ GPU tier: AlexNet's shapes
+
+ALEXNET_BLOCKS = {  # (N, C, H, W, C_out, kernel, stride, padding, groups)
+    "conv1": (16, 3, 227, 227, 96, 11, 4, 0, 1),
+    "conv2": (16, 96, 27, 27, 256, 5, 1, 2, 2),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("order", ["lrn_pool", "pool_lrn"])
+@pytest.mark.parametrize("name", ALEXNET_BLOCKS)
+def test_alexnet_blocks_on_the_gpu(name, order, dtype):
+    (x, weight, bias), conv = _inputs(ALEXNET_BLOCKS[name], dtype, seed=10)
+    x = x.contiguous(memory_format=torch.channels_last)
+    lrn = LRN(size=5, alpha=1e-4, beta=0.75, k=2.0)
+    expected = _expected(x, weight, bias, conv, lrn, ALEXNET_POOL, order)
+    fused = ops.conv_block(x, weight, bias, **conv, lrn=lrn, pool=ALEXNET_POOL, order=order,
+                           backend="triton")
+    assert _relative_error(fused, expected) < TOLERANCE[dtype]
+    chosen = ops.conv_block(x, weight, bias, **conv, lrn=lrn, pool=ALEXNET_POOL, order=order)
+    assert _relative_error(chosen, expected) < TOLERANCE[dtype]
+    picks = [v for k, v in ops.conv_block_choices().items() if k[0] == tuple(x.shape)
+             and k[1] == tuple(weight.shape) and k[2] == dtype and k[8] == order]
+    assert len(picks) == 1 and picks[0].split(" ")[0] in ("triton", "framework"), picks
