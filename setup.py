@@ -4,6 +4,8 @@
 
 Environment:
     FORCE_CUDA=1          build the CUDA kernels even if this torch has no GPU at build time
+    TORCH_CUDA_ARCH_LIST  the GPU architectures to compile for ("9.0", "8.0;9.0"); by default
+                          the GPUs present (one -gencode each), else sm_90 (the H200)
     CNNXFER_PORTABLE=1    do not tune the CPU code for this machine (no -march=native)
     MAX_JOBS=N            parallel compile jobs (ninja)
 """
@@ -34,6 +36,19 @@ def _want_cuda():
     return True, f"torch CUDA {torch.version.cuda}, nvcc under {CUDA_HOME}"
 
 
+def _cuda_architectures() -> str:
+    """TORCH_CUDA_ARCH_LIST for the build: the user's, else the GPUs present, else 9.0.
+
+    One -gencode per architecture that will run the code: compiling for every architecture torch
+    knows multiplies the build time for nothing (the device check has minutes to build)."""
+    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        return os.environ["TORCH_CUDA_ARCH_LIST"]
+    if torch.cuda.is_available():
+        present = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+        return ";".join(f"{major}.{minor}" for major, minor in sorted(present))
+    return "9.0"
+
+
 def _extension():
     sources = _relative("csrc/*.cpp") + _relative("csrc/cpu/*.cpp")
     cxx = ["-O3", "-fno-math-errno", "-fopenmp"]
@@ -46,6 +61,8 @@ def _extension():
     print(f"cnnxfer: CPU kernels {tuning}")
     print(f"cnnxfer: CUDA kernels {'ON' if use_cuda else 'OFF'} ({why})")
     if use_cuda:
+        os.environ["TORCH_CUDA_ARCH_LIST"] = _cuda_architectures()
+        print(f"cnnxfer: CUDA architectures {os.environ['TORCH_CUDA_ARCH_LIST']}")
         sources += _relative("csrc/cuda/*.cu") + _relative("csrc/cuda/*_binding.cpp")
         macros.append(("CNNXFER_WITH_CUDA", None))
         return CUDAExtension(

@@ -105,3 +105,58 @@ def compile_probe(probe, cuda_include):
     result = _run(cmd)
     assert result.returncode == 0, (
         f"g++ failed ({result.returncode}): {' '.join(cmd)}\n{result.stderr}{result.stdout}")
+
+
+# ------------------------------------------------------------------ the vectorized path, on the CPU
+
+HOST_HARNESS = ROOT / "tests" / "cpp" / "lrn_pool_vec_host.cu"
+
+
+@pytest.fixture(scope="module")
+def vec_host(tmp_path_factory):
+    """tests/cpp/lrn_pool_vec_host.cu built with nvcc: the vectorized path's thread body run
+    thread by thread on the CPU."""
+    if NVCC is None:
+        pytest.skip("nvcc is not on PATH")
+    exe = tmp_path_factory.mktemp("vec_host") / "lrn_pool_vec_host"
+    cmd = [NVCC, "-std=c++17", "-arch=sm_90", "-O2", f"-I{CSRC}", str(HOST_HARNESS), "-o",
+           str(exe)]
+    result = _run(cmd)
+    assert result.returncode == 0, f"nvcc failed: {' '.join(cmd)}\n{result.stderr}{result.stdout}"
+    return exe
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ["lrn_pool", "pool_lrn"])
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
+@pytest.mark.parametrize("pool", [(3, 2, 0), (3, 2, 1), (2, 2, 0)], ids=["3-2", "3-2-pad1", "2-2"])
+def test_vectorized_path_matches_the_reference(vec_host, tmp_path, dtype, order, pool):
+    # 24 channels: 3 runs of 8 halves (or 6 of 4 floats), so every run has a neighbour missing
+    # on some side or both; a 9 x 11 map, so windows are clipped at the bottom and right.
+    import numpy as np
+    import torch
+
+    from cnnxfer.ops import reference
+    from cnnxfer.ops.geometry import pooled_length
+
+    torch_dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    n, c, h, w = 2, 24, 9, 11
+    kernel, stride, pad = pool
+    alpha, beta, k = 0.5, 0.75, 2.0  # strong LRN, so a wrong neighbour shows
+    oh = pooled_length(h, kernel, stride, pad, pad, False)
+    ow = pooled_length(w, kernel, stride, pad, pad, False)
+    x = torch.randn((n, h, w, c), generator=torch.Generator().manual_seed(3))
+    x = x.to(torch_dtype).float()  # the harness rounds to dtype; the reference sees the same
+    x.numpy().tofile(tmp_path / "in.bin")
+    cmd = [str(vec_host), dtype, str(int(order == "pool_lrn")), *map(str, (n, c, h, w, kernel,
+           stride, pad, oh, ow, alpha, beta, k)), str(tmp_path / "in.bin"),
+           str(tmp_path / "out.bin")]
+    result = _run(cmd)
+    assert result.returncode == 0, f"{' '.join(cmd)}: rc {result.returncode} {result.stderr}"
+    got = torch.from_numpy(np.fromfile(tmp_path / "out.bin", dtype="float32"))
+    got = got.view(n, oh, ow, c).permute(0, 3, 1, 2).double()
+    expected = reference.relu_lrn_maxpool(x.permute(0, 3, 1, 2).double(), 5, alpha, beta, k,
+                                          kernel, stride, pad, False, order)
+    tolerance = {"f32": 1e-6, "f16": 1e-3, "bf16": 8e-3}[dtype]
+    error = ((got - expected).abs().max() / expected.abs().max()).item()
+    assert error < tolerance, error
