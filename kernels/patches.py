@@ -186,38 +186,77 @@ def extract_patches_triton(
     checking them here would read them back to the host (the public face checks them)."""
     images, size, mean, std, out_dtype = extract_patches_args(images, size, mean, std, out_dtype)
     box_table_layout(boxes)
-    out_dtype = out_dtype or torch.float32
-    channels = images.shape[1]
-
-    num_boxes = boxes.shape[0]
-    out = torch.empty((num_boxes, channels, size, size), dtype=out_dtype, device=images.device,
-                      memory_format=torch.channels_last if channels_last
-                      else torch.contiguous_format)
-    if out.numel() == 0:
-        return out
-    boxes = boxes.to(images.device)
-    float64 = images.dtype == torch.float64
-    acc_dtype = torch.float64 if float64 else torch.float32
-    normalize = mean is not None or std is not None
-    # value * scale + shift in the accumulation dtype, from float64 constants (as the C++ op)
-    scale = [1.0 / s for s in std] if std is not None else [1.0] * channels
-    shift = [-m * s for m, s in zip(mean, scale)] if mean is not None else [0.0] * channels
-    scale_t = torch.tensor(scale, dtype=acc_dtype, device=images.device)
-    shift_t = torch.tensor(shift, dtype=acc_dtype, device=images.device)
-
-    # ~1024 outputs per program: 2048 at 4 warps took ~170 registers a thread (ptxas, sm_90)
-    block_c = min(triton.next_power_of_2(channels), 16)
-    c_tiles = triton.cdiv(channels, block_c)
-    block_w = min(triton.next_power_of_2(size), 32, max(1, 1024 // block_c))
-    block_h = min(triton.next_power_of_2(size), max(1, 1024 // (block_c * block_w)))
-    grid = (num_boxes, triton.cdiv(size, block_h) * c_tiles, triton.cdiv(size, block_w))
-    wrap_triton(_extract_patches_kernel)[grid](
-        images, boxes, out, scale_t, shift_t,
-        channels,
-        *images.stride(), *boxes.stride(), *out.stride(),
-        SIZE=size, ANTIALIAS=antialias, REVERSE=reverse_channels, NORMALIZE=normalize,
-        ACC=tl.float64 if float64 else tl.float32,
-        WT=tl.float64 if float64 else tl.float32,
-        C_TILES=c_tiles, BLOCK_C=block_c, BLOCK_H=block_h, BLOCK_W=block_w,
-    )
+    launch = PreparedPatches(images, boxes.to(images.device), size, mean, std, out_dtype,
+                             channels_last, antialias, reverse_channels, wrap=wrap_triton)
+    out = launch.new_output()
+    if out.numel():
+        launch(images, out)
     return out
+
+
+class PreparedPatches:
+    """extract_patches_triton with every host-side step done up front: calling it only enqueues
+    the kernel, so it can be captured in a CUDA graph (nothing copies to or from the host, nothing
+    synchronizes). The images passed to each call must have the shape, dtype, strides and device
+    of `images_like`; `boxes` (int64 [K, 5], already on that device) stay fixed.
+
+        launch = PreparedPatches(image[None], boxes, 224, mean, std, torch.bfloat16, True)
+        out = launch.new_output()
+        launch(image[None], out)   # out[k] = patch of box k
+    """
+
+    def __init__(self, images_like: torch.Tensor, boxes: torch.Tensor, size: int,
+                 mean: list[float] | None, std: list[float] | None,
+                 out_dtype: torch.dtype | None, channels_last: bool, antialias: bool = True,
+                 reverse_channels: bool = False, wrap=None):
+        images_like, size, mean, std, out_dtype = extract_patches_args(images_like, size, mean,
+                                                                       std, out_dtype)
+        box_table_layout(boxes)
+        if boxes.device != images_like.device:
+            raise ValueError(f"boxes must be on the images' device {images_like.device}, got "
+                             f"{boxes.device}")
+        self.boxes, self.size = boxes, size
+        self.out_dtype = out_dtype or torch.float32
+        self.channels_last = channels_last
+        self.layout = (tuple(images_like.shape), images_like.dtype, images_like.stride(),
+                       images_like.device)
+        channels = images_like.shape[1]
+        float64 = images_like.dtype == torch.float64
+        acc_dtype = torch.float64 if float64 else torch.float32
+        self.normalize = mean is not None or std is not None
+        # value * scale + shift in the accumulation dtype, from float64 constants (as the C++ op)
+        scale = [1.0 / s for s in std] if std is not None else [1.0] * channels
+        shift = [-m * s for m, s in zip(mean, scale)] if mean is not None else [0.0] * channels
+        self.scale = torch.tensor(scale, dtype=acc_dtype, device=images_like.device)
+        self.shift = torch.tensor(shift, dtype=acc_dtype, device=images_like.device)
+        # ~1024 outputs per program: 2048 at 4 warps took ~170 registers a thread (ptxas, sm_90)
+        block_c = min(triton.next_power_of_2(channels), 16)
+        c_tiles = triton.cdiv(channels, block_c)
+        block_w = min(triton.next_power_of_2(size), 32, max(1, 1024 // block_c))
+        block_h = min(triton.next_power_of_2(size), max(1, 1024 // (block_c * block_w)))
+        self.grid = (boxes.shape[0], triton.cdiv(size, block_h) * c_tiles,
+                     triton.cdiv(size, block_w))
+        self.constants = dict(
+            SIZE=size, ANTIALIAS=antialias, REVERSE=reverse_channels, NORMALIZE=self.normalize,
+            ACC=tl.float64 if float64 else tl.float32, WT=tl.float64 if float64 else tl.float32,
+            C_TILES=c_tiles, BLOCK_C=block_c, BLOCK_H=block_h, BLOCK_W=block_w)
+        self.channels = channels
+        self.kernel = wrap(_extract_patches_kernel) if wrap else _extract_patches_kernel
+
+    def new_output(self) -> torch.Tensor:
+        """An empty [K, C, size, size] output in the prepared dtype and layout."""
+        return torch.empty((self.boxes.shape[0], self.channels, self.size, self.size),
+                           dtype=self.out_dtype, device=self.layout[3],
+                           memory_format=torch.channels_last if self.channels_last
+                           else torch.contiguous_format)
+
+    def __call__(self, images: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Enqueues the patches of `images` (laid out as prepared) into `out` (new_output's
+        shape, dtype and layout); returns out."""
+        layout = (tuple(images.shape), images.dtype, images.stride(), images.device)
+        if layout != self.layout:
+            raise ValueError(f"images must be laid out as prepared {self.layout}, got {layout}")
+        self.kernel[self.grid](
+            images, self.boxes, out, self.scale, self.shift, self.channels,
+            *images.stride(), *self.boxes.stride(), *out.stride(), **self.constants)
+        return out
