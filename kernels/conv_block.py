@@ -425,27 +425,37 @@ def _launch(x, packed, bias, y, geometry: Geometry, tiles: Tiles, sizes, size, a
 
 
 def _choose(key, geometry: Geometry, launch, device: torch.device) -> Tiles:
-    """The tiles for this shape: timed once per key on a GPU, else the best-filled candidate.
+    """The tiles for this shape, chosen once per key and remembered.
 
-    Not timed in the interpreter, while a CUDA graph is being captured (nothing may synchronize
-    there: capture after a warm-up call), or when CNNXFER_TUNE=0."""
+    On a GPU: the best-filled tile shapes are timed, _TIMED_VARIANTS each, until _TIMED_SHAPES
+    shapes have compiled (a tile whose gathers need more shared memory than the SM has fails to
+    compile and is passed over). Without timing (CNNXFER_TUNE=0, or while a CUDA graph is
+    captured: warm up first) the first candidate that compiles; in the interpreter the first."""
     if key in _CHOSEN:
         return _CHOSEN[key]
     candidates = tile_candidates(geometry)
-    timed = (device.type == "cuda" and not _INTERPRETED
-             and os.environ.get("CNNXFER_TUNE", "1") != "0"
-             and not torch.cuda.is_current_stream_capturing())
-    if not timed:
+    if device.type != "cuda" or _INTERPRETED:
         return candidates[0]
-    trials = [dataclasses.replace(shape, block_k=bk, num_warps=warps, num_stages=stages)
-              for shape in candidates[:_TIMED_SHAPES] for bk, warps, stages in _TIMED_VARIANTS]
-    timings = {}
-    for tiles in trials:
-        try:
+    if os.environ.get("CNNXFER_TUNE", "1") == "0" or torch.cuda.is_current_stream_capturing():
+        for tiles in candidates:
+            if _compiles(launch, tiles):
+                _CHOSEN[key] = tiles
+                return tiles
+        raise RuntimeError(f"conv_block_triton: no tile configuration compiled for {key}")
+    timings, shapes = {}, 0
+    for shape in candidates:
+        if shapes == _TIMED_SHAPES:
+            break
+        compiled = False
+        for block_k, warps, stages in _TIMED_VARIANTS:
+            tiles = dataclasses.replace(shape, block_k=block_k, num_warps=warps,
+                                        num_stages=stages)
+            if not _compiles(launch, tiles):
+                continue
+            compiled = True
             timings[tiles] = triton.testing.do_bench(lambda t=tiles: launch(t), warmup=2,
                                                      rep=10)
-        except Exception as error:  # a config the compiler or the SM cannot hold: skip it
-            log.debug("conv_block_triton: %s failed: %s", tiles, error)
+        shapes += compiled
     if not timings:
         raise RuntimeError(f"conv_block_triton: no tile configuration compiled for {key}")
     best = min(timings, key=timings.get)
@@ -453,6 +463,16 @@ def _choose(key, geometry: Geometry, launch, device: torch.device) -> Tiles:
     log.info("conv_block_triton %s: %s (%.3f ms; %d configurations timed)", key[:2], best,
              timings[best], len(timings))
     return best
+
+
+def _compiles(launch, tiles: Tiles) -> bool:
+    """Whether one launch with these tiles compiles and runs (it computes the output once)."""
+    try:
+        launch(tiles)
+        return True
+    except Exception as error:  # out of shared memory or registers, a compiler limit
+        log.debug("conv_block_triton: %s does not compile here: %s", tiles, error)
+        return False
 
 
 @conv_block_triton.register_fake
