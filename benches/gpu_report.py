@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 GROUPS = ("lrn", "patches", "conv", "alexnet", "pipeline")
 # The most seconds a group may take (the total deadline shortens them further).
-GROUP_CAPS = {"lrn": 70, "patches": 45, "conv": 60, "alexnet": 75, "pipeline": 40}
+GROUP_CAPS = {"lrn": 45, "patches": 40, "conv": 150, "alexnet": 60, "pipeline": 180}
 ANCHORS = ("eager", "compile", "loop", "grid_sample")
 # Relative error allowed against the float64 reference, by case kind and dtype. Convolutions in
 # fp32 run in TF32 on GPUs by default (torch.backends.cudnn.allow_tf32), hence 5e-3 there.
@@ -364,7 +364,10 @@ def group_patches(ctx):
         buffer = torch.empty((len(table), 3, size, size), dtype=out_dtype, device=ctx.device)
         record(ctx, "patches", case, dtype, layout, "fill", lambda b=buffer: b.fill_(1.0),
                bytes_moved=out_bytes, note="memory floor: writing the output")
-        del buffer
+        source = torch.empty_like(buffer)
+        record(ctx, "patches", case, dtype, layout, "copy", lambda b=buffer, a=source: b.copy_(a),
+               bytes_moved=2 * out_bytes, note="memory floor: copy bandwidth (read + write)")
+        del buffer, source
 
 
 # ------------------------------------------------------------------------ group: conv
@@ -378,12 +381,14 @@ def group_conv(ctx):
         "conv1": ((3, 227, 227), (96, 3, 11, 11), 4, 0, 1),
         "conv2": ((96, 27, 27), (256, 48, 5, 5), 1, 2, 2),
     }
-    layers = dict(lrn=LRN(), pool=MaxPool(3, 2, 0, ceil_mode=True))
     compiled = torch.compile(reference.conv_block, dynamic=False)
     for name, (shape, wshape, stride, padding, groups) in blocks.items():
         conv = dict(stride=stride, padding=padding, groups=groups)
-        for dtype, layout in (("bf16", "cl"), ("fp32", "nchw")):
-            case = f"conv_block {name}"
+        # AlexNet's order in both dtypes, CaffeNet's (pool first) in bf16
+        for dtype, layout, order in (("bf16", "cl", "lrn_pool"), ("bf16", "cl", "pool_lrn"),
+                                     ("fp32", "nchw", "lrn_pool")):
+            layers = dict(lrn=LRN(), pool=MaxPool(3, 2, 0, ceil_mode=True), order=order)
+            case = f"conv_block {name} {order}"
             x = _layout(_randn(ctx, (n, *shape), seed=2, scale=3.0).to(DTYPES[dtype]), layout)
             w = (_randn(ctx, wshape, seed=3) * 0.05).to(DTYPES[dtype])
             b = _randn(ctx, (wshape[0],), seed=4).to(DTYPES[dtype])
@@ -392,27 +397,63 @@ def group_conv(ctx):
             ref = reference.conv_block(x.double(), w.double(), b.double(), **conv, **layers)
             common = dict(ref=ref, channels_last_out=layout == "cl")
             record(ctx, "conv", case, dtype, layout, "native",
-                   lambda x=x, w=w, b=b, c=conv: ops.conv_block(x, w, b, backend="native", **c,
-                                                                 **layers),
-                   skip=ctx.native_reason, **common)
+                   lambda x=x, w=w, b=b, c=conv, lay=layers: ops.conv_block(
+                       x, w, b, backend="native", **c, **lay),
+                   skip=ctx.native_reason, note="cuDNN conv + the CUDA epilogue", **common)
             record(ctx, "conv", case, dtype, layout, "triton",
-                   lambda x=x, w=w, b=b, c=conv: ops.conv_block(x, w, b, backend="triton", **c,
-                                                                 **layers),
+                   lambda x=x, w=w, b=b, c=conv, lay=layers: ops.conv_block(
+                       x, w, b, backend="triton", **c, **lay),
                    skip=ctx.triton_reason, **common)
+            if ctx.triton_reason is None:
+                _annotate_last(ctx, _tiles_text(x, w))
+            if ctx.cuda:  # what "auto" picked for this shape, and the two times it compared
+                record(ctx, "conv", case, dtype, layout, "auto",
+                       lambda x=x, w=w, b=b, c=conv, lay=layers: ops.conv_block(x, w, b, **c,
+                                                                                **lay),
+                       **common)
+                picked = [v for k, v in ops.conv_block_choices().items()
+                          if k[:3] == (tuple(x.shape), tuple(w.shape), x.dtype) and k[8] == order]
+                ctx.log(f"{case} {dtype}: auto picked {picked}")
+                _annotate_last(ctx, f"auto: {picked[0] if picked else '?'}")
             record(ctx, "conv", case, dtype, layout, "eager",
-                   lambda x=x, w=w, b=b, c=conv: reference.conv_block(x, w, b, **c, **layers),
+                   lambda x=x, w=w, b=b, c=conv, lay=layers: reference.conv_block(x, w, b, **c,
+                                                                                  **lay),
                    **common)
             record(ctx, "conv", case, dtype, layout, "compile",
-                   lambda x=x, w=w, b=b, c=conv: compiled(x, w, b, **c, **layers),
-                   skip=ctx.compile_allowed(dtype == "bf16"), **common)
+                   lambda x=x, w=w, b=b, c=conv, lay=layers: compiled(x, w, b, **c, **lay),
+                   skip=ctx.compile_allowed(dtype == "bf16" and order == "lrn_pool"), **common)
             compute = ops.compute_dtype(x.dtype, x.device)
             fx, fw, fb = x.to(compute), w.to(compute), b.to(compute)
             record(ctx, "conv", case, dtype, layout, "conv only",
                    lambda fx=fx, fw=fw, fb=fb, c=conv: F.conv2d(fx, fw, fb, c["stride"],
                                                                 c["padding"], 1, c["groups"]),
                    note=f"floor: F.conv2d alone in {str(compute).replace('torch.', '')}")
-            _conv_relu_rows(ctx, name, dtype, layout, x, w, b, conv)
+            if order == "lrn_pool":
+                _conv_relu_rows(ctx, name, dtype, layout, x, w, b, conv)
             del x, w, b, ref, fx, fw, fb
+
+
+def _tiles_text(x, w) -> str:
+    """The Triton block's tiles chosen for this shape (after its first call)."""
+    from cnnxfer.kernels import conv_block as kernel
+
+    tiles = [t for k, t in kernel.chosen_tiles().items()
+             if k[0] == tuple(x.shape) and k[1] == tuple(w.shape) and k[2] == x.dtype]
+    return (f"tiles {tiles[-1].tile_ph}x{tiles[-1].tile_pw} k{tiles[-1].block_k} "
+            f"w{tiles[-1].num_warps} s{tiles[-1].num_stages}") if tiles else "tiles untimed"
+
+
+def _annotate_last(ctx, text) -> None:
+    """Appends text to the note of the last row written (rows are JSON lines)."""
+    with open(ctx.args.rows_file) as handle:
+        lines = handle.readlines()
+    if not lines:
+        return
+    row = json.loads(lines[-1])
+    row["note"] = (row["note"] + "; " if row["note"] else "") + text
+    lines[-1] = json.dumps(row) + "\n"
+    with open(ctx.args.rows_file, "w") as handle:
+        handle.writelines(lines)
 
 
 def _conv_relu_rows(ctx, name, dtype, layout, x, w, b, conv):
@@ -500,9 +541,13 @@ def group_alexnet(ctx):
 # --------------------------------------------------------------------- group: pipeline
 
 def group_pipeline(ctx):
+    """One 500x375 image -> its 496 paper-grid patches -> fc7, per image: cnnxfer's extractor
+    and its CUDA-graph pipeline against the same pipeline written in plain PyTorch (grid_sample
+    crops + the reference network, eager and torch.compile max-autotune), and the floors."""
     from cnnxfer import nets
-    from cnnxfer.features import PatchFeatureExtractor
+    from cnnxfer.features import GraphedExtractor, PatchFeatureExtractor
     from cnnxfer.features.grids import paper_grid
+    from cnnxfer.features.shared import multiply_adds
     from cnnxfer.ops import reference
 
     options = dict(width=0.25) if ctx.small else {}
@@ -518,20 +563,90 @@ def group_pipeline(ctx):
     check = min(16, len(boxes))
     prep = net.preprocessing
     net64 = copy.deepcopy(net).double().to(ctx.device)
-    table = torch.cat([torch.zeros(check, 1, dtype=torch.int64), boxes[:check]], dim=1)
+    table = torch.cat([torch.zeros(len(boxes), 1, dtype=torch.int64), boxes], dim=1)
     with torch.no_grad():
-        patches = reference.extract_patches(image[None].double(), table, 224, prep.mean,
+        patches = reference.extract_patches(image[None].double(), table[:check], 224, prep.mean,
                                             prep.std, torch.float64,
                                             reverse_channels=prep.reverse_channels)
         ref = net64(patches.to(ctx.device), "fc7", backend="reference")
     case = f"pipeline {width}x{height} {len(boxes)}p"
+    note = f"uint8 image on the host; error on the first {check} patches"
+    macs = multiply_adds(net, width, height, boxes)[0]
+    ctx.log(f"{case}: {macs / 1e9:.1f} G multiply-adds to fc7")
+    device_image = image.to(ctx.device)
     for dtype in ("bf16", "fp32"):
-        for max_batch in (32, 256):
+        for max_batch in (256, 512):
             extractor = PatchFeatureExtractor(net, layer="fc7", grid=grid, device=ctx.device,
                                               dtype=DTYPES[dtype], max_batch=max_batch)
             record(ctx, "pipeline", case, dtype, "cl", f"extractor b{max_batch}",
-                   lambda e=extractor: e(image)[0][:check],
-                   ref=ref, note=f"uint8 image on the host; error on the first {check} patches")
+                   lambda e=extractor: e(image)[0][:check], ref=ref, note=note)
+        if ctx.cuda:
+            try:
+                graphed = GraphedExtractor(net, width, height, grid=grid, dtype=DTYPES[dtype],
+                                           device=ctx.device)
+            except Exception as error:
+                message = f"FAILED capture: {type(error).__name__}: {_short(error)}"
+                print(f"case {case} {dtype} graphed: {message}", flush=True)
+                ctx.log(f"{case} {dtype} graphed: capture FAILED\n{traceback.format_exc()}")
+                _emit(ctx, _row("pipeline", case, dtype, "cl", "graphed", None, message,
+                                ok=False))
+            else:
+                record(ctx, "pipeline", case, dtype, "cl", "graphed",
+                       lambda g=graphed: g(image)[0][:check], ref=ref, note=note)
+                del graphed
+        # the plain-PyTorch pipeline: batched grid_sample crops (no antialias), the reference
+        # network channels_last; speed anchors (their crops differ, so no error column)
+        anchor = copy.deepcopy(net).to(ctx.device, DTYPES[dtype],
+                                       memory_format=torch.channels_last)
+
+        def plain(a=anchor, d=DTYPES[dtype]):
+            with torch.no_grad():
+                crops = _grid_sample(device_image[None], table, 224, d, True)
+                return a.reference_forward(crops, layer="fc7")
+
+        record(ctx, "pipeline", case, dtype, "cl", "eager", plain,
+               note="grid_sample crops + reference network, channels_last")
+        skip = ctx.compile_allowed(dtype == "bf16")
+        if skip is None:
+            compiled = torch.compile(plain, mode="max-autotune", dynamic=False)
+            record(ctx, "pipeline", case, dtype, "cl", "compile", compiled,
+                   note="torch.compile(mode='max-autotune') of the eager pipeline")
+            del compiled
+        else:
+            record(ctx, "pipeline", case, dtype, "cl", "compile", None, skip=skip)
+        del anchor
+    if ctx.cuda:
+        _floor_rows(ctx, case, macs)
+
+
+def _floor_rows(ctx, case, macs) -> None:
+    """The floors of the pipeline: its multiply-adds at the measured bf16 matmul rate (a
+    cuBLAS GEMM of 8192^3), and the copy bandwidth (1 GiB copied)."""
+    n = 2048 if ctx.small else 8192
+    a = torch.randn((n, n), device=ctx.device, dtype=torch.bfloat16)
+    b = torch.randn((n, n), device=ctx.device, dtype=torch.bfloat16)
+    record(ctx, "floor", f"matmul {n}^3 bf16", "bf16", "-", "cublas", lambda: a @ b,
+           note=f"flops {2 * n ** 3}")
+    rows = _rows(ctx)
+    if rows and rows[-1]["us"]:
+        rate = 2 * n ** 3 / (rows[-1]["us"] * 1e-6)
+        _emit(ctx, _row("pipeline", case, "bf16", "cl", "FLOP floor", 2 * macs / rate * 1e6,
+                        f"floor: {2 * macs / 1e9:.0f} GFLOP at {rate / 1e12:.0f} TFLOP/s"))
+    src = torch.empty(1 << 30, dtype=torch.uint8, device=ctx.device)
+    dst = torch.empty_like(src)
+    record(ctx, "floor", "copy 1 GiB", "-", "-", "copy", lambda: dst.copy_(src),
+           bytes_moved=2 * src.numel(), note="memory floor: copy bandwidth")
+
+
+def _row(kind, case, dtype, layout, provider, us, note, ok=None) -> dict:
+    """A row that is not timed by record (a derived floor, a failed set-up)."""
+    return dict(kind=kind, case=case, dtype=dtype, layout=layout, provider=provider, us=us,
+                gbs=None, err=None, ok=ok, note=note)
+
+
+def _rows(ctx) -> list[dict]:
+    with open(ctx.args.rows_file) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
 
 
 GROUP_FUNCTIONS = {"lrn": group_lrn, "patches": group_patches, "conv": group_conv,
@@ -716,7 +831,55 @@ def print_summary(rows, status, seconds, args) -> None:
     if skipped:
         lines.append("not run: " + "; ".join(f"{k} x{v}" for k, v in skipped.items()))
     lines.append(f"rows: {len(rows)}, failed: {failed}, wrong results (BAD): {bad}")
+    lines += target_lines(rows)
     print("\n".join(lines), flush=True)
+
+
+# The issue's targets on the H200: (what, row of cnnxfer, row of the baseline, at least)
+def _find(rows, case_prefix, dtype, provider):
+    for row in rows:
+        if row["case"].startswith(case_prefix) and row["dtype"] == dtype and \
+                row["provider"] == provider and row["us"]:
+            return row
+    return None
+
+
+def target_lines(rows) -> list[str]:
+    """The targets, each with its measured ratio: met, missed, or not measured."""
+    lines = ["", "### targets (bf16)", "| target | measured | goal | |", "|---|---:|---:|---|"]
+
+    def ratio_line(what, fast, slow, goal, how):
+        if fast is None or slow is None or not fast["us"] or not slow["us"]:
+            lines.append(f"| {what} | not measured | {goal:.2f}x | |")
+            return
+        ratio = how(fast, slow)
+        verdict = "met" if ratio >= goal else "MISSED"
+        lines.append(f"| {what} | {ratio:.2f}x | {goal:.2f}x | {verdict} |")
+
+    speedup = lambda fast, slow: slow["us"] / fast["us"]  # noqa: E731
+    pipeline = next((r["case"] for r in rows if r["case"].startswith("pipeline")), "pipeline")
+    ours = _find(rows, pipeline, "bf16", "graphed") or _find(rows, pipeline, "bf16",
+                                                              "extractor b512")
+    name = ours["provider"] if ours else "graphed"
+    ratio_line(f"{pipeline} images/s, {name} vs eager", ours,
+               _find(rows, pipeline, "bf16", "eager"), 1.5, speedup)
+    ratio_line(f"{pipeline} images/s, {name} vs compile max-autotune", ours,
+               _find(rows, pipeline, "bf16", "compile"), 1.2, speedup)
+    floor = _find(rows, pipeline, "bf16", "FLOP floor")
+    if ours and floor:
+        lines.append(f"| {pipeline}: FLOP floor / {name} time | "
+                     f"{floor['us'] / ours['us']:.2f} | - | fraction of the floor |")
+    for block in ("conv1", "conv2"):
+        for order in ("lrn_pool", "pool_lrn"):
+            case = f"conv_block {block} {order}"
+            ratio_line(f"{case}: fused Triton block vs cuDNN conv + CUDA epilogue",
+                       _find(rows, case, "bf16", "triton"), _find(rows, case, "bf16", "native"),
+                       1.3, speedup)
+    patches = _find(rows, "patches", "bf16", "native")
+    copy_row = _find(rows, "patches", "bf16", "copy")
+    ratio_line("patch extractor GB/s / copy GB/s", patches, copy_row, 0.7,
+               lambda fast, slow: fast["gbs"] / slow["gbs"])
+    return lines
 
 
 if __name__ == "__main__":

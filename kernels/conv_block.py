@@ -214,8 +214,8 @@ class Tiles:
 _TILE_SHAPES = ((5, 5), (4, 6), (3, 7), (7, 7), (4, 4), (3, 3), (2, 4), (2, 2), (1, 1))
 # On a GPU, this many of the best-filled tile shapes are timed, each with these (block_k,
 # num_warps, num_stages): each candidate is a compile, so the list stays short.
-_TIMED_SHAPES = 3
-_TIMED_VARIANTS = ((32, 4, 2), (64, 8, 3), (32, 8, 3))
+_TIMED_SHAPES = 2
+_TIMED_VARIANTS = ((32, 4, 2), (64, 8, 3))
 
 
 @dataclasses.dataclass(frozen=True)
