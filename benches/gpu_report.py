@@ -438,7 +438,7 @@ def _tiles_text(x, w) -> str:
     from cnnxfer.kernels import conv_block as kernel
 
     tiles = [t for k, t in kernel.chosen_tiles().items()
-             if k[0] == tuple(x.shape) and k[1] == tuple(w.shape) and k[2] == x.dtype]
+             if k[0] == tuple(x.shape[1:]) and k[1] == tuple(w.shape) and k[2] == x.dtype]
     return (f"tiles {tiles[-1].tile_ph}x{tiles[-1].tile_pw} k{tiles[-1].block_k} "
             f"w{tiles[-1].num_warps} s{tiles[-1].num_stages}") if tiles else "tiles untimed"
 

@@ -212,10 +212,19 @@ class Tiles:
 
 # Pooled tile shapes tried, in order of preference when nothing is timed.
 _TILE_SHAPES = ((5, 5), (4, 6), (3, 7), (7, 7), (4, 4), (3, 3), (2, 4), (2, 2), (1, 1))
-# On a GPU, this many of the best-filled tile shapes are timed, each with these (block_k,
-# num_warps, num_stages): each candidate is a compile, so the list stays short.
+# On a GPU, this many of the best-filled tile shapes are timed, each with the (block_k,
+# num_warps, num_stages) of _variants: each candidate is a compile (ptxas took 5-50 s per conv1
+# configuration and 35-280 s per conv2 one on a 2-core VM for sm_90), so the list stays short.
 _TIMED_SHAPES = 2
-_TIMED_VARIANTS = ((32, 4, 2), (64, 8, 3))
+
+
+def _variants(geometry: Geometry, tiles: Tiles) -> list[tuple[int, int, int]]:
+    """(block_k, num_warps, num_stages) to try for a tile shape. Accumulators of 128 x 256
+    need 8 warps (4 warps hold 256 fp32 per thread: ptxas ran 4-7x longer on them, spilling)."""
+    elements = geometry.block_m(tiles) * geometry.groups_in_tile * geometry.block_n()
+    if elements >= 128 * 256:
+        return [(64, 8, 3)]
+    return [(32, 4, 2), (64, 8, 3)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,7 +300,7 @@ _CHOSEN: dict[tuple, Tiles] = {}
 
 
 def chosen_tiles() -> dict[tuple, Tiles]:
-    """The tiles picked so far, keyed by (input shape, weight shape, dtype, stride, padding,
+    """The tiles picked so far, keyed by (input [C, H, W], weight shape, dtype, stride, padding,
     groups, LRN, pool, order, device): a copy."""
     return dict(_CHOSEN)
 
@@ -373,7 +382,8 @@ def conv_block_triton(
         _launch(x, packed, bias, y, geometry, tiles, (oh, ow, ph, pw), size, alpha, beta, k,
                 pool_padding, pool_first)
 
-    key = (tuple(x.shape), tuple(weight.shape), x.dtype, tuple(stride), tuple(padding), groups,
+    # the batch size is left out: the same tiles suit every batch (and compile once)
+    key = (tuple(x.shape[1:]), tuple(weight.shape), x.dtype, tuple(stride), tuple(padding), groups,
            (size, alpha, beta, k), (tuple(kernel_size), tuple(pool_stride),
                                      tuple(pool_padding), ceil_mode), pool_first, x.device)
     launch(_choose(key, geometry, launch, x.device))
@@ -393,33 +403,60 @@ def block_geometry(weight, stride, padding, groups, size, alpha, beta, k, kernel
                     has_lrn=has_lrn)
 
 
+def kernel_constants(geometry: Geometry, tiles: Tiles, dtype: torch.dtype, has_bias: bool,
+                     size: int, alpha: float, beta: float, k: float, pool_padding, pool_first: bool
+                     ) -> dict:
+    """The kernel's constexpr arguments for a block (also what an ahead-of-time compile needs,
+    see compile_for)."""
+    region_h, region_w = geometry.region(tiles)
+    return dict(
+        KH=geometry.kernel[0], KW=geometry.kernel[1], HAS_BIAS=has_bias,
+        HAS_LRN=geometry.has_lrn, SIZE=size,
+        # the LRN constants are compiled in, as kernels/lrn_pool.py does
+        ALPHA_OVER_SIZE=alpha / max(size, 1), BETA=beta, K=k,
+        PK_H=geometry.pool_kernel[0], PK_W=geometry.pool_kernel[1],
+        PS_H=geometry.pool_stride[0], PS_W=geometry.pool_stride[1],
+        PT=pool_padding[0], PL=pool_padding[1], POOL_FIRST=pool_first,
+        POOL=geometry.pool_kernel != (1, 1) or geometry.pool_stride != (1, 1),
+        GROUPS_IN_TILE=geometry.groups_in_tile, IEEE=dtype == torch.float32,
+        UPCAST=_INTERPRETED and dtype != torch.float32,
+        TILE_PH=tiles.tile_ph, TILE_PW=tiles.tile_pw, REGION_H=region_h, REGION_W=region_w,
+        BLOCK_P=max(16, triton.next_power_of_2(tiles.tile_ph * tiles.tile_pw)),
+        BLOCK_M=geometry.block_m(tiles), BLOCK_N=geometry.block_n(), BLOCK_K=tiles.block_k)
+
+
+def compile_for(target, geometry: Geometry, tiles: Tiles, dtype: torch.dtype,
+                pool_first: bool = False, lrn=(5, 1e-4, 0.75, 2.0)):
+    """Compiles the kernel ahead of time for `target` (triton.backends.compiler.GPUTarget, e.g.
+    GPUTarget("cuda", 90, 32) for an H200) without a GPU: a check that it lowers, and its shared
+    memory (compiled.metadata.shared, bytes) and code (compiled.asm["ptx"])."""
+    from triton.compiler import ASTSource
+
+    pointer = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16"}[dtype]
+    constants = kernel_constants(geometry, tiles, dtype, True, *lrn, (0, 0, 0, 0), pool_first)
+    signature = {name: pointer if name.endswith("_ptr") else "i32"
+                 for name in _conv_block_kernel.arg_names}
+    signature.update({name: "constexpr" for name in constants})
+    source = ASTSource(_conv_block_kernel, signature, constexprs=constants)
+    return triton.compile(source, target=target, options=dict(num_warps=tiles.num_warps,
+                                                              num_stages=tiles.num_stages))
+
+
 def _launch(x, packed, bias, y, geometry: Geometry, tiles: Tiles, sizes, size, alpha, beta, k,
             pool_padding, pool_first) -> None:
     oh, ow, ph, pw = sizes
     n, c, h, w = x.shape
-    block_n = geometry.block_n()
-    channel_blocks = 1 if geometry.has_lrn else triton.cdiv(geometry.group_channels, block_n)
+    channel_blocks = (1 if geometry.has_lrn
+                      else triton.cdiv(geometry.group_channels, geometry.block_n()))
     tiles_w = triton.cdiv(pw, tiles.tile_pw)
     programs_c = 1 if geometry.has_lrn else geometry.groups * channel_blocks
     grid = (n, triton.cdiv(ph, tiles.tile_ph) * tiles_w, programs_c)
-    region_h, region_w = geometry.region(tiles)
-    pooling = geometry.pool_kernel != (1, 1) or geometry.pool_stride != (1, 1)
     _conv_block_kernel[grid](
         x, packed, bias if bias is not None else x, y,
         h, w, c, oh, ow, ph, pw, geometry.c_out, c // geometry.groups, geometry.group_channels,
         tiles_w, channel_blocks, *geometry.stride, *geometry.padding,
-        KH=geometry.kernel[0], KW=geometry.kernel[1], HAS_BIAS=bias is not None,
-        HAS_LRN=geometry.has_lrn, SIZE=size,
-        # constexpr: the LRN constants are compiled in, as kernels/lrn_pool.py does
-        ALPHA_OVER_SIZE=alpha / max(size, 1), BETA=beta, K=k,
-        PK_H=geometry.pool_kernel[0], PK_W=geometry.pool_kernel[1],
-        PS_H=geometry.pool_stride[0], PS_W=geometry.pool_stride[1],
-        PT=pool_padding[0], PL=pool_padding[1], POOL_FIRST=pool_first, POOL=pooling,
-        GROUPS_IN_TILE=geometry.groups_in_tile, IEEE=x.dtype == torch.float32,
-        UPCAST=_INTERPRETED and x.dtype != torch.float32,
-        TILE_PH=tiles.tile_ph, TILE_PW=tiles.tile_pw, REGION_H=region_h, REGION_W=region_w,
-        BLOCK_P=max(16, triton.next_power_of_2(tiles.tile_ph * tiles.tile_pw)),
-        BLOCK_M=geometry.block_m(tiles), BLOCK_N=block_n, BLOCK_K=tiles.block_k,
+        **kernel_constants(geometry, tiles, x.dtype, bias is not None, size, alpha, beta, k,
+                           pool_padding, pool_first),
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
 
@@ -427,7 +464,7 @@ def _launch(x, packed, bias, y, geometry: Geometry, tiles: Tiles, sizes, size, a
 def _choose(key, geometry: Geometry, launch, device: torch.device) -> Tiles:
     """The tiles for this shape, chosen once per key and remembered.
 
-    On a GPU: the best-filled tile shapes are timed, _TIMED_VARIANTS each, until _TIMED_SHAPES
+    On a GPU: the best-filled tile shapes are timed, with _variants each, until _TIMED_SHAPES
     shapes have compiled (a tile whose gathers need more shared memory than the SM has fails to
     compile and is passed over). Without timing (CNNXFER_TUNE=0, or while a CUDA graph is
     captured: warm up first) the first candidate that compiles; in the interpreter the first."""
@@ -437,7 +474,10 @@ def _choose(key, geometry: Geometry, launch, device: torch.device) -> Tiles:
     if device.type != "cuda" or _INTERPRETED:
         return candidates[0]
     if os.environ.get("CNNXFER_TUNE", "1") == "0" or torch.cuda.is_current_stream_capturing():
-        for tiles in candidates:
+        for shape in candidates:
+            block_k, warps, stages = _variants(geometry, shape)[0]
+            tiles = dataclasses.replace(shape, block_k=block_k, num_warps=warps,
+                                        num_stages=stages)
             if _compiles(launch, tiles):
                 _CHOSEN[key] = tiles
                 return tiles
@@ -447,7 +487,7 @@ def _choose(key, geometry: Geometry, launch, device: torch.device) -> Tiles:
         if shapes == _TIMED_SHAPES:
             break
         compiled = False
-        for block_k, warps, stages in _TIMED_VARIANTS:
+        for block_k, warps, stages in _variants(geometry, shape):
             tiles = dataclasses.replace(shape, block_k=block_k, num_warps=warps,
                                         num_stages=stages)
             if not _compiles(launch, tiles):
