@@ -9,7 +9,8 @@ Two ways to compute it:
   the convolution's output never leaves the chip.
 backend="auto" takes the framework path on CPUs; on GPUs it times both once per block shape and
 keeps the faster (`conv_block_choices()` shows what it picked, and the cnnxfer.conv_block logger
-says so at INFO).
+says so at INFO). Blocks with neither LRN nor pool stay on the framework path untimed. The first
+call of a shape on a GPU therefore compiles and times a few Triton tiles (CNNXFER_TUNE=0: one).
 """
 from __future__ import annotations
 
@@ -173,9 +174,6 @@ def _auto_choice(x, weight, bias, stride, padding, groups, lrn, pool, order) -> 
         _CHOICES[key] = f"framework ({why_not})"
         log.info("conv_block %s: framework (%s)", key[:2], why_not)
         return "framework"
-    if os.environ.get("CNNXFER_TUNE", "1") == "0":  # no timing: the fused kernel
-        _CHOICES[key] = "triton (untimed, CNNXFER_TUNE=0)"
-        return "triton"
     args = (stride, padding, groups, lrn, pool, order)
     with torch.no_grad():
         try:
@@ -195,6 +193,10 @@ def _auto_choice(x, weight, bias, stride, padding, groups, lrn, pool, order) -> 
 def _why_not_triton(x, weight, stride, padding, groups, lrn, pool, order) -> str | None:
     if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return f"dtype {x.dtype}"
+    if lrn is None and pool is None:
+        # conv + ReLU alone (AlexNet's conv3, conv4): nothing to keep on chip, and not worth a
+        # compile and a timing on the first call
+        return "no LRN or pool to fuse"
     from cnnxfer.kernels import conv_block as kernel
 
     (stride, padding, groups, size, alpha, beta, k, pool_kernel, pool_stride, *_rest) = \
