@@ -30,6 +30,39 @@ _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
+def implicit_gemm(x_ptr, w_ptr, row_base, ih0, iw0, row_ok, cols, H, W, C, CG, KG,
+                  KH: tl.constexpr, KW: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The convolution's [BLOCK_M, BLOCK_N] fp32 tile: for each row, the pixel whose window
+    starts at input (ih0, iw0) of the channels_last image at x_ptr + row_base (the group's first
+    channel included); for each column, an output channel `cols` of the packed weight w_ptr
+    ([KH * KW * CG, KG], the group's). Rows that are not row_ok and taps outside the image
+    read zeros."""
+    reduce = KH * KW * CG
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for start in range(0, reduce, BLOCK_K):
+        rk = start + tl.arange(0, BLOCK_K)
+        kh = rk // (KW * CG)
+        kw = (rk // CG) % KW
+        c = rk % CG
+        ih = ih0[:, None] + kh[None, :]
+        iw = iw0[:, None] + kw[None, :]
+        inside = (row_ok[:, None] & (rk < reduce)[None, :]
+                  & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
+        a = tl.load(x_ptr + row_base[:, None] + (ih * W + iw) * C + c[None, :], mask=inside,
+                    other=0.0)
+        b = tl.load(w_ptr + rk[:, None].to(tl.int64) * KG + cols[None, :],
+                    mask=(rk < reduce)[:, None] & (cols < KG)[None, :], other=0.0)
+        if UPCAST:  # the interpreter's bf16 / fp16 dot is wrong (triton 3.9): fp32 there
+            a, b = a.to(tl.float32), b.to(tl.float32)
+        if IEEE:
+            acc += tl.dot(a, b, input_precision="ieee")
+        else:
+            acc += tl.dot(a, b)
+    return acc
+
+
+@triton.jit
 def _conv2d_relu_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, H, W, C, OH, OW, C_OUT, CG, KG,
                         stride, pad, KH: tl.constexpr, KW: tl.constexpr,
                         HAS_BIAS: tl.constexpr, RELU: tl.constexpr, IEEE: tl.constexpr,
@@ -42,29 +75,10 @@ def _conv2d_relu_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, H, W, C, OH, OW, C_OUT, C
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels within the group
     n = (rows // (OH * OW)).to(tl.int64)
     pixel = rows % (OH * OW)
-    ih0 = (pixel // OW) * stride - pad
-    iw0 = (pixel % OW) * stride - pad
-    reduce = KH * KW * CG
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for start in range(0, reduce, BLOCK_K):
-        rk = start + tl.arange(0, BLOCK_K)
-        kh = rk // (KW * CG)
-        kw = (rk // CG) % KW
-        c = rk % CG
-        ih = ih0[:, None] + kh[None, :]
-        iw = iw0[:, None] + kw[None, :]
-        inside = ((rows < M)[:, None] & (rk < reduce)[None, :]
-                  & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
-        a = tl.load(x_ptr + ((n[:, None] * H + ih) * W + iw) * C + group * CG + c[None, :],
-                    mask=inside, other=0.0)
-        b = tl.load(w_ptr + (group * reduce + rk[:, None]).to(tl.int64) * KG + cols[None, :],
-                    mask=(rk < reduce)[:, None] & (cols < KG)[None, :], other=0.0)
-        if UPCAST:  # the interpreter's bf16 / fp16 dot is wrong (triton 3.9): fp32 there
-            a, b = a.to(tl.float32), b.to(tl.float32)
-        if IEEE:
-            acc += tl.dot(a, b, input_precision="ieee")
-        else:
-            acc += tl.dot(a, b)
+    acc = implicit_gemm(x_ptr, w_ptr + group.to(tl.int64) * KH * KW * CG * KG,
+                        n * H * W * C + group * CG, (pixel // OW) * stride - pad,
+                        (pixel % OW) * stride - pad, rows < M, cols, H, W, C, CG, KG, KH, KW,
+                        IEEE, UPCAST, BLOCK_M, BLOCK_N, BLOCK_K)
     if HAS_BIAS:
         bias = tl.load(b_ptr + group * KG + cols, mask=cols < KG, other=0.0)
         acc += bias.to(tl.float32)[None, :]

@@ -36,7 +36,7 @@ import triton.language as tl
 from cnnxfer.ops.geometry import pooled_length
 from cnnxfer.ops.lrn_pool_backward import relu_lrn_maxpool_backward
 
-from .conv import check_conv_args, pack_weight
+from .conv import check_conv_args, implicit_gemm, pack_weight
 from .lrn_pool import _max_nan, _normalize
 
 log = logging.getLogger("cnnxfer.conv_block")
@@ -60,30 +60,10 @@ def _group_conv(x_ptr, w_ptr, b_ptr, image, oh, ow, row_ok, H, W, C, CG, KG, gro
     col0 .. col0 + BLOCK_N of `group`: [BLOCK_M, BLOCK_N] fp32, 0 at rows that are not row_ok
     and at channels past the group's KG."""
     cols = col0 + tl.arange(0, BLOCK_N)
-    ih0 = oh * stride_h - pad_h
-    iw0 = ow * stride_w - pad_w
-    reduce = KH * KW * CG
-    x_image = x_ptr + image.to(tl.int64) * H * W * C + group * CG
-    w_group = w_ptr + group.to(tl.int64) * reduce * KG
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for start in range(0, reduce, BLOCK_K):
-        rk = start + tl.arange(0, BLOCK_K)
-        kh = rk // (KW * CG)
-        kw = (rk // CG) % KW
-        c = rk % CG
-        ih = ih0[:, None] + kh[None, :]
-        iw = iw0[:, None] + kw[None, :]
-        inside = (row_ok[:, None] & (rk < reduce)[None, :]
-                  & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
-        a = tl.load(x_image + (ih * W + iw) * C + c[None, :], mask=inside, other=0.0)
-        b = tl.load(w_group + rk[:, None] * KG + cols[None, :],
-                    mask=(rk < reduce)[:, None] & (cols < KG)[None, :], other=0.0)
-        if UPCAST:
-            a, b = a.to(tl.float32), b.to(tl.float32)
-        if IEEE:
-            acc += tl.dot(a, b, input_precision="ieee")
-        else:
-            acc += tl.dot(a, b)
+    row_base = image.to(tl.int64) * H * W * C + group * CG + tl.zeros((BLOCK_M,), tl.int64)
+    acc = implicit_gemm(x_ptr, w_ptr + group.to(tl.int64) * KH * KW * CG * KG, row_base,
+                        oh * stride_h - pad_h, ow * stride_w - pad_w, row_ok, cols, H, W, C, CG,
+                        KG, KH, KW, IEEE, UPCAST, BLOCK_M, BLOCK_N, BLOCK_K)
     if HAS_BIAS:
         bias = tl.load(b_ptr + group * KG + cols, mask=cols < KG, other=0.0)
         acc += bias.to(tl.float32)[None, :]

@@ -24,6 +24,7 @@ from cnnxfer.kernels import conv_block as kernel  # noqa: E402
 from cnnxfer.ops import reference  # noqa: E402
 from cnnxfer.ops.layers import LRN, MaxPool  # noqa: E402
 
+from conv_cases import random_conv  # noqa: E402
 from devices import HAS_CUDA, needs_triton  # noqa: E402
 from devices import TRITON_DEVICE as DEVICE  # noqa: E402
 
@@ -43,12 +44,8 @@ TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 3e-3}
 
 
 def _inputs(shape, dtype, seed=0, requires_grad=False):
-    n, c, h, w, c_out, k, stride, padding, groups = shape
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn((n, c, h, w), generator=generator)
-    fan_in = c // groups * k * k
-    weight = torch.randn((c_out, c // groups, k, k), generator=generator) / fan_in ** 0.5
-    bias = torch.randn((c_out,), generator=generator) * 0.1
+    stride, padding, groups = shape[6:]
+    x, weight, bias = random_conv(shape, seed)
     tensors = [t.to(DEVICE, dtype).requires_grad_(requires_grad) for t in (x, weight, bias)]
     return tensors, dict(stride=stride, padding=padding, groups=groups)
 

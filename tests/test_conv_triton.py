@@ -16,6 +16,7 @@ pytest.importorskip("triton")
 
 from cnnxfer.kernels import conv  # noqa: E402,F401  (registers the op)
 
+from conv_cases import random_conv  # noqa: E402
 from devices import TRITON_DEVICE as DEVICE  # noqa: E402
 from devices import needs_triton  # noqa: E402
 
@@ -33,12 +34,8 @@ TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 3e-3}
 
 
 def _case(shape, dtype, seed=0):
-    n, c, h, w, c_out, k, stride, padding, groups = shape
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn((n, c, h, w), generator=generator)
-    fan_in = c // groups * k * k
-    weight = torch.randn((c_out, c // groups, k, k), generator=generator) / fan_in ** 0.5
-    bias = torch.randn((c_out,), generator=generator) * 0.1
+    stride, padding, groups = shape[6:]
+    x, weight, bias = random_conv(shape, seed)
     expected = F.conv2d(x.double(), weight.double(), bias.double(), stride, padding, 1, groups)
     inputs = [t.to(DEVICE, dtype) for t in (x, weight, bias)]
     return inputs, expected, (stride, padding, groups)
