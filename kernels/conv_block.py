@@ -341,7 +341,9 @@ def conv_block_triton(
     (size, alpha, beta, k; size=1, alpha=0, beta=0, k=1 for none) and max-pool (kernel_size,
     pool_stride, pool_padding [top, left, bottom, right] with -inf pads, ceil_mode; a 1 x 1 / 1
     pool for none) follow in the order pool_first gives. Returns [N, C_out, PH, PW] channels_last
-    in x's dtype; products accumulate in fp32 (tensor cores for bf16 / fp16)."""
+    in x's dtype; products accumulate in fp32 (tensor cores for bf16 / fp16; fp32 inputs are
+    multiplied as cuDNN's convolutions are: TF32 while torch.backends.cudnn.allow_tf32, PyTorch's
+    default, else exactly)."""
     check_conv_args(x, weight, bias, groups)
     _check_pool(kernel_size, pool_stride, pool_padding)
     geometry = block_geometry(weight, stride, padding, groups, size, alpha, beta, k, kernel_size,
@@ -365,7 +367,8 @@ def conv_block_triton(
     # the batch size is left out: the same tiles suit every batch (and compile once)
     key = (tuple(x.shape[1:]), tuple(weight.shape), x.dtype, tuple(stride), tuple(padding), groups,
            (size, alpha, beta, k), (tuple(kernel_size), tuple(pool_stride),
-                                     tuple(pool_padding), ceil_mode), pool_first, x.device)
+                                     tuple(pool_padding), ceil_mode), pool_first, x.device,
+           exact_fp32())
     launch(_choose(key, geometry, launch, x.device))
     return y
 
@@ -383,6 +386,13 @@ def block_geometry(weight, stride, padding, groups, size, alpha, beta, k, kernel
                     has_lrn=has_lrn)
 
 
+def exact_fp32() -> bool:
+    """Whether fp32 products are exact (IEEE) rather than TF32: PyTorch's own rule for cuDNN
+    convolutions, torch.backends.cudnn.allow_tf32 (True by default), so that the fused block
+    rounds as the framework's convolution does."""
+    return not torch.backends.cudnn.allow_tf32
+
+
 def kernel_constants(geometry: Geometry, tiles: Tiles, dtype: torch.dtype, has_bias: bool,
                      size: int, alpha: float, beta: float, k: float, pool_padding, pool_first: bool
                      ) -> dict:
@@ -398,7 +408,7 @@ def kernel_constants(geometry: Geometry, tiles: Tiles, dtype: torch.dtype, has_b
         PS_H=geometry.pool_stride[0], PS_W=geometry.pool_stride[1],
         PT=pool_padding[0], PL=pool_padding[1], POOL_FIRST=pool_first,
         POOL=geometry.pool_kernel != (1, 1) or geometry.pool_stride != (1, 1),
-        GROUPS_IN_TILE=geometry.groups_in_tile, IEEE=dtype == torch.float32,
+        GROUPS_IN_TILE=geometry.groups_in_tile, IEEE=dtype == torch.float32 and exact_fp32(),
         UPCAST=_INTERPRETED and dtype != torch.float32,
         TILE_PH=tiles.tile_ph, TILE_PW=tiles.tile_pw, REGION_H=region_h, REGION_W=region_w,
         BLOCK_P=max(16, triton.next_power_of_2(tiles.tile_ph * tiles.tile_pw)),

@@ -73,6 +73,18 @@ def test_matches_the_reference_block(name, order):
     assert _relative_error(unnormalized.float(), expected) > 100 * TOLERANCE[torch.float32]
 
 
+def test_exact_fp32_products_when_tf32_is_off(monkeypatch):
+    # cudnn.allow_tf32 off: the IEEE dot (the GPU's exact fp32 path; the interpreter's dots are
+    # exact either way, so this checks that the switch reaches the kernel and the key)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert kernel.exact_fp32()
+    (x, weight, bias), conv = _inputs(SHAPES["conv1"], torch.float32, seed=11)
+    y = ops.conv_block(x, weight, bias, **conv, lrn=STRONG_LRN, pool=ALEXNET_POOL,
+                       backend="triton")
+    expected = _expected(x, weight, bias, conv, STRONG_LRN, ALEXNET_POOL, "lrn_pool")
+    assert _relative_error(y, expected) < TOLERANCE[torch.float32]
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("name", ["conv1", "conv2"])
 def test_half_precision_accumulates_in_fp32(name, dtype):
@@ -264,6 +276,7 @@ def test_alexnet_blocks_on_the_gpu(name, order, dtype, monkeypatch):
     # one compile per block (the first tile that compiles), not the timed search: the device
     # check's test step has minutes, and gpu_report times the tiles
     monkeypatch.setenv("CNNXFER_TUNE", "0")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # fp32 exact on both paths
     (x, weight, bias), conv = _inputs(ALEXNET_BLOCKS[name], dtype, seed=10)
     x = x.contiguous(memory_format=torch.channels_last)
     lrn = LRN(size=5, alpha=1e-4, beta=0.75, k=2.0)
