@@ -88,7 +88,8 @@ def test_prepared_patches_equal_the_op():
 
 @needs_gpu_engine
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
-def test_graph_replays_equal_the_eager_extractor(net, dtype):
+def test_graph_replays_equal_the_eager_extractor(dtype):
+    net = nets.alexnet("alexnet", width=0.25, input_size=224, seed=0)  # its own: moved to CUDA
     graphed = GraphedExtractor(net, WIDTH, HEIGHT, grid=_grid, dtype=dtype, device="cuda")
     assert graphed._graph is not None
     extractor = PatchFeatureExtractor(net, grid=_grid, device="cuda", dtype=dtype, max_batch=64)
