@@ -10,6 +10,7 @@ window shows.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -247,6 +248,18 @@ def test_cpu_tensors_need_the_interpreter(monkeypatch):
     x = torch.zeros(1, 3, 11, 11)
     with pytest.raises(ValueError, match="backend='triton' runs on a CUDA device"):
         ops.conv_block(x, torch.zeros(4, 3, 3, 3), None, backend="triton")
+
+
+def test_auto_refuses_a_triton_result_that_disagrees():
+    from cnnxfer.ops.conv_block import disagreement
+
+    framework = torch.rand(2, 8, 5, 5) + 0.5
+    assert disagreement(framework + 1e-3, framework) is None                  # fp32 rounding
+    assert disagreement(framework * 1.1, framework) > 5e-2                     # a wrong kernel
+    assert disagreement(framework.bfloat16(), framework.bfloat16() * 1.01) is None
+    nan = framework.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    assert math.isnan(disagreement(nan, framework))                           # NaN: refused
 
 
 def test_auto_keeps_the_framework_path_on_cpus():

@@ -184,10 +184,29 @@ def _auto_choice(x, weight, bias, stride, padding, groups, lrn, pool, order) -> 
                         key[:2], error)
             return "framework"
         framework = _time_cuda(lambda: _framework_block(x, weight, bias, *args, "auto", False))
+        # The two paths on this very input must agree before the faster one is trusted: a
+        # Triton or driver version that miscompiles the kernel costs speed, never results.
+        error = disagreement(_triton_block(x, weight, bias, *args),
+                             _framework_block(x, weight, bias, *args, "auto", False))
+    if error is not None:
+        _CHOICES[key] = f"framework (Triton disagreed: relative error {error:.1e})"
+        log.warning("conv_block %s: the Triton block disagrees with the framework path "
+                    "(relative error %.1e); framework path used", key[:2], error)
+        return "framework"
     choice = "triton" if fused < framework else "framework"
     _CHOICES[key] = f"{choice} (triton {fused:.3f} ms, framework {framework:.3f} ms)"
     log.info("conv_block %s: %s", key[:2], _CHOICES[key])
     return choice
+
+
+def disagreement(fused: torch.Tensor, framework: torch.Tensor) -> float | None:
+    """The largest difference between the two paths' outputs relative to the largest value,
+    when it exceeds what their roundings allow (bf16 / fp16: 3e-2; fp32: 5e-3, TF32 products),
+    else None. NaN counts as a disagreement."""
+    allowed = 5e-3 if fused.dtype == torch.float32 else 3e-2
+    scale = framework.abs().amax().float().clamp_min(1e-30)
+    error = float(((fused.float() - framework.float()).abs().amax() / scale).item())
+    return None if error <= allowed else error
 
 
 def _why_not_triton(x, weight, stride, padding, groups, lrn, pool, order) -> str | None:
