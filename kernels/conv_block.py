@@ -43,9 +43,12 @@ log = logging.getLogger("cnnxfer.conv_block")
 
 # Triton's interpreter multiplies bf16 / fp16 tiles wrongly in tl.dot (see kernels/conv.py).
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-# The largest [rows, channels] fp32 accumulator one program holds (registers: 128 x 256 spills
-# on an H100-class SM; 128 x 128 and 64 x 256 do not).
+# The largest [rows, channels] fp32 accumulator one program holds.
 _MAX_TILE_ELEMENTS = 128 * 256
+# Accumulators above this many elements spilled kilobytes per thread in ptxas for sm_90 (conv2's
+# 128 x 2*128: 5.7-11.5 KiB; 64 x 2*128 at 16 warps: 0.7 KiB; docs/gpu-conv-notes.md): such
+# tiles are ranked after every smaller one, and timed only as an alternative.
+_SPILL_FREE_ELEMENTS = 128 * 128
 # LRN needs every output channel in one tile; beyond this the block cannot be fused.
 MAX_LRN_CHANNELS = 256
 
@@ -192,19 +195,30 @@ class Tiles:
 
 # Pooled tile shapes tried, in order of preference when nothing is timed.
 _TILE_SHAPES = ((5, 5), (4, 6), (3, 7), (7, 7), (4, 4), (3, 3), (2, 4), (2, 2), (1, 1))
-# On a GPU, this many of the best-filled tile shapes are timed, each with the (block_k,
-# num_warps, num_stages) of _variants: each candidate is a compile (ptxas took 5-50 s per conv1
-# configuration and 35-280 s per conv2 one on a 2-core VM for sm_90), so the list stays short.
-_TIMED_SHAPES = 2
+# On a GPU, two tile shapes are timed (_timed_row_counts), each with the (block_k, num_warps,
+# num_stages) of _variants: each candidate is a compile (ptxas took 2-50 s per configuration
+# on a 2-core VM for sm_90, up to 280 s for heavily spilling ones), so the list stays short.
 
 
 def _variants(geometry: Geometry, tiles: Tiles) -> list[tuple[int, int, int]]:
-    """(block_k, num_warps, num_stages) to try for a tile shape. Accumulators of 128 x 256
-    need 8 warps (4 warps hold 256 fp32 per thread: ptxas ran 4-7x longer on them, spilling)."""
-    elements = geometry.block_m(tiles) * geometry.groups_in_tile * geometry.block_n()
-    if elements >= 128 * 256:
-        return [(64, 8, 3)]
-    return [(32, 4, 2), (64, 8, 3)]
+    """(block_k, num_warps, num_stages) to try for a tile shape, the one taken untimed first.
+
+    The epilogue's gathers (and the join of two groups) keep several copies of the accumulator
+    live, so registers, not shared memory, bound the tile. ptxas for sm_90 (triton 3.9, bf16;
+    bytes of local-memory stack per thread, docs/gpu-conv-notes.md):
+      conv1 128 x 128: 2720 at 4 warps, 752 at 8, 600 at 16 (the register cap halves to 128);
+      conv1 64 x 128: 824 at 4 warps, 168 at 8;  conv2 half width 64 x 2*64: 104 at 4, 0 at 8;
+      conv2 half width 128 x 2*64: 184 at 8 warps, 96 at 16;
+      conv2 64 x 2*128: 4248 at 8 warps, 680 at 16;  conv2 128 x 2*128: 11552 at 8 warps, 5736
+      at 16 (4 warps there also made ptxas run 4-7x longer).
+    So the first variant keeps about 32 fp32 accumulators per thread: 4 warps for small tiles,
+    8 for one group's, up to 16 for two joined groups."""
+    elements = geometry.accumulators(tiles)
+    most = 16 if geometry.groups_in_tile == 2 else 8
+    warps = min(max(triton.next_power_of_2(elements // (32 * 32)), 4), most)
+    if elements >= 128 * 256:  # one variant: each compile of these took 35-280 s on 2 cores
+        return [(64, warps, 3)]
+    return [(32, warps, 2), (64, max(warps, 8), 3)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,6 +255,10 @@ class Geometry:
         height, width = self.region(tiles)
         return max(16, triton.next_power_of_2(height * width))
 
+    def accumulators(self, tiles: Tiles) -> int:
+        """fp32 accumulators of one program: computed rows x the tile's channels."""
+        return self.block_m(tiles) * self.groups_in_tile * self.block_n()
+
 
 def fusable(geometry: Geometry) -> str | None:
     """Why the kernel cannot compute this block, or None when it can."""
@@ -255,18 +273,35 @@ def fusable(geometry: Geometry) -> str | None:
 
 
 def tile_candidates(geometry: Geometry) -> list[Tiles]:
-    """The tile shapes that fit this block, best-filled first (pooled outputs per computed conv
-    row, the halo recompute and the power-of-two padding both counted)."""
-    channels = geometry.groups_in_tile * geometry.block_n()
+    """The tile shapes that fit this block: those whose accumulator stays within
+    _SPILL_FREE_ELEMENTS first, then the larger ones; each group best-filled first (pooled
+    outputs per computed conv row, the halo recompute and the power-of-two padding both
+    counted)."""
     fitting = []
     for shape in _TILE_SHAPES:
         tiles = Tiles(*shape)
         if geometry.pool_kernel == (1, 1) and geometry.pool_stride == (1, 1):
             tiles = Tiles(*_pointwise_tile(shape))
-        rows = geometry.block_m(tiles)
-        if rows * channels <= _MAX_TILE_ELEMENTS and tiles not in fitting:
+        if geometry.accumulators(tiles) <= _MAX_TILE_ELEMENTS and tiles not in fitting:
             fitting.append(tiles)
-    return sorted(fitting, key=lambda t: -t.tile_ph * t.tile_pw / geometry.block_m(t))
+    return sorted(fitting, key=lambda t: (geometry.accumulators(t) > _SPILL_FREE_ELEMENTS,
+                                          -t.tile_ph * t.tile_pw / geometry.block_m(t)))
+
+
+def _timed_row_counts(geometry: Geometry, candidates: list[Tiles]) -> set[int]:
+    """The computed-row counts whose best-ranked shape the GPU times: the first candidate's,
+    and one more: a large tile that may spill if it recomputes less of the halo than the first
+    (conv2 at full width: 5 x 5 against 3 x 3), else the next candidate with a different row
+    count (conv1: 3 x 3 after 5 x 5; its twin 4 x 6 also computes 128 rows)."""
+    def fill(tiles):
+        return tiles.tile_ph * tiles.tile_pw / geometry.block_m(tiles)
+
+    first = candidates[0]
+    rows = geometry.block_m(first)
+    large = [t for t in candidates if geometry.accumulators(t) > _SPILL_FREE_ELEMENTS
+             and geometry.block_m(t) != rows and fill(t) > fill(first)]
+    others = [t for t in candidates if geometry.block_m(t) != rows]
+    return {rows, *(geometry.block_m(t) for t in (large or others)[:1])}
 
 
 def _pointwise_tile(shape: tuple[int, int]) -> tuple[int, int]:
@@ -454,45 +489,51 @@ def _launch(x, packed, bias, y, geometry: Geometry, tiles: Tiles, sizes, size, a
 def _choose(key, geometry: Geometry, launch, device: torch.device) -> Tiles:
     """The tiles for this shape, chosen once per key and remembered.
 
-    On a GPU: the best-filled tile shapes are timed, with _variants each, until _TIMED_SHAPES
-    shapes have compiled (a tile whose gathers need more shared memory than the SM has fails to
-    compile and is passed over). Without timing (CNNXFER_TUNE=0, or while a CUDA graph is
-    captured: warm up first) the first candidate that compiles; in the interpreter the first."""
+    On a GPU: the best-ranked shape of each of two row counts (_timed_row_counts) is timed,
+    with _variants each (a tile whose gathers need more shared memory than the SM has fails to
+    compile and is passed over for the next of its row count). Without timing (CNNXFER_TUNE=0,
+    or while a CUDA graph is captured: warm up first) the first candidate that compiles; in the
+    interpreter the first."""
     if key in _CHOSEN:
         return _CHOSEN[key]
     candidates = tile_candidates(geometry)
     if device.type != "cuda" or _INTERPRETED:
         return candidates[0]
     if os.environ.get("CNNXFER_TUNE", "1") == "0" or torch.cuda.is_current_stream_capturing():
-        for shape in candidates:
-            block_k, warps, stages = _variants(geometry, shape)[0]
-            tiles = dataclasses.replace(shape, block_k=block_k, num_warps=warps,
-                                        num_stages=stages)
-            if _compiles(launch, tiles):
-                _CHOSEN[key] = tiles
-                return tiles
-        raise RuntimeError(f"conv_block_triton: no tile configuration compiled for {key}")
-    timings, shapes = {}, 0
+        return _first_compiling(key, geometry, candidates, launch)
+    wanted = _timed_row_counts(geometry, candidates)
+    timings = {}
     for shape in candidates:
-        if shapes == _TIMED_SHAPES:
+        if not wanted:
             break
-        compiled = False
+        if geometry.block_m(shape) not in wanted:
+            continue
         for block_k, warps, stages in _variants(geometry, shape):
             tiles = dataclasses.replace(shape, block_k=block_k, num_warps=warps,
                                         num_stages=stages)
             if not _compiles(launch, tiles):
                 continue
-            compiled = True
+            wanted.discard(geometry.block_m(shape))
             timings[tiles] = triton.testing.do_bench(lambda t=tiles: launch(t), warmup=2,
                                                      rep=10)
-        shapes += compiled
-    if not timings:
-        raise RuntimeError(f"conv_block_triton: no tile configuration compiled for {key}")
+    if not timings:  # none of those compiled: the first smaller tile that does
+        return _first_compiling(key, geometry, candidates, launch)
     best = min(timings, key=timings.get)
     _CHOSEN[key] = best
     log.info("conv_block_triton %s: %s (%.3f ms; %d configurations timed)", key[:2], best,
              timings[best], len(timings))
     return best
+
+
+def _first_compiling(key, geometry: Geometry, candidates: list[Tiles], launch) -> Tiles:
+    """The first candidate, with its first variant, that compiles (remembered for key)."""
+    for shape in candidates:
+        block_k, warps, stages = _variants(geometry, shape)[0]
+        tiles = dataclasses.replace(shape, block_k=block_k, num_warps=warps, num_stages=stages)
+        if _compiles(launch, tiles):
+            _CHOSEN[key] = tiles
+            return tiles
+    raise RuntimeError(f"conv_block_triton: no tile configuration compiled for {key}")
 
 
 def _compiles(launch, tiles: Tiles) -> bool:

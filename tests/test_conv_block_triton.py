@@ -142,11 +142,74 @@ def test_tile_candidates_fit_and_are_ranked():
                                      0.75, 2.0, [3, 3], [2, 2])
     candidates = kernel.tile_candidates(geometry)
     assert candidates, "conv2's full width must fit some tile"
-    fill = [t.tile_ph * t.tile_pw / geometry.block_m(t) for t in candidates]
-    assert fill == sorted(fill, reverse=True)
+    # tiles within 128 x 128 accumulators first, each class best-filled first
+    spills = [geometry.accumulators(t) > 128 * 128 for t in candidates]
+    assert spills == sorted(spills) and any(spills) and not all(spills)
+    for risky in (False, True):
+        fill = [t.tile_ph * t.tile_pw / geometry.block_m(t)
+                for t, s in zip(candidates, spills) if s == risky]
+        assert fill == sorted(fill, reverse=True)
     for tiles in candidates:  # 256 channels: at most 128 rows of fp32 accumulators
         assert geometry.block_m(tiles) * 256 <= 128 * 256
 
+
+
+@pytest.mark.parametrize("c_out, groups, tile, warps", [
+    (96, 1, (5, 5), [8, 8]),      # conv1: 128 rows x 128 channels, one group: 8 warps
+    (256, 2, (5, 5), [16]),       # conv2: 128 x 2*128, 16 warps alone
+    (256, 2, (3, 3), [16, 16]),   # conv2: 64 x 2*128
+    (128, 2, (3, 3), [8, 8]),     # half-width conv2: 64 x 2*64
+    (16, 1, (3, 3), [4, 8]),      # 64 x 16: small enough for 4 warps untimed
+])
+def test_variants_follow_the_accumulator_size(c_out, groups, tile, warps):
+    # The untimed choice (first variant) keeps the accumulator at <= 32 fp32 per thread where it
+    # can: fewer warps made ptxas spill the epilogue's gathers to local memory.
+    weight = torch.empty(c_out, 3 if groups == 1 else 48, 5, 5)
+    geometry = kernel.block_geometry(weight, [1, 1], [2, 2], groups, 5, 1e-4, 0.75, 2.0,
+                                     [3, 3], [2, 2])
+    tiles = kernel.Tiles(*tile)
+    variants = kernel._variants(geometry, tiles)
+    assert [w for _, w, _ in variants] == warps
+
+
+@pytest.mark.parametrize("tune", ["1", "0"])
+def test_choice_times_one_shape_per_row_count(tune, monkeypatch):
+    # The GPU's choice without a GPU: compiling always succeeds, and the timings are made up.
+    # Full-width conv2: the 64-row tiles rank first (the 128 x 2*128 ones spill kilobytes), and
+    # the timing covers the best 64-row shape and the best 128-row one, not two near twins.
+    geometry = kernel.block_geometry(torch.empty(256, 48, 5, 5), [1, 1], [2, 2], 2, 5, 1e-4,
+                                     0.75, 2.0, [3, 3], [2, 2])
+    candidates = kernel.tile_candidates(geometry)
+    assert [geometry.block_m(t) for t in candidates[:2]] == [64, 64]
+    assert geometry.block_m(candidates[-1]) == 128
+    timed = []
+
+    def bench(fn, **_):
+        fn()
+        return 1.0 if timed[-1].tile_ph == 5 else 2.0  # the 5 x 5 tile "wins"
+
+    # conv1: 5 x 5 and 3 x 3 (4 x 6 is 5 x 5's twin, 7 x 7 spills and recomputes as much)
+    conv1 = kernel.block_geometry(torch.empty(96, 3, 11, 11), [4, 4], [0, 0], 1, 5, 1e-4, 0.75,
+                                  2.0, [3, 3], [2, 2])
+    assert kernel._timed_row_counts(conv1, kernel.tile_candidates(conv1)) == {128, 64}
+    monkeypatch.setenv("CNNXFER_TUNE", tune)
+    monkeypatch.setattr(kernel, "_INTERPRETED", False)
+    monkeypatch.setattr(kernel, "_compiles", lambda launch, tiles: True)
+    monkeypatch.setattr(kernel.triton.testing, "do_bench", bench)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    key = ("test", tune)
+    kernel._CHOSEN.pop(key, None)
+    try:
+        best = kernel._choose(key, geometry, timed.append, torch.device("cuda"))
+    finally:
+        kernel._CHOSEN.pop(key, None)
+    if tune == "0":  # untimed: the first candidate, first variant (16 warps: two groups)
+        assert timed == []
+        assert (best.tile_ph, best.tile_pw, best.num_warps) == (3, 3, 16)
+    else:
+        assert [(t.tile_ph, t.tile_pw) for t in timed] == [(3, 3), (3, 3), (5, 5)]
+        assert {geometry.block_m(t) for t in timed} == {64, 128}
+        assert (best.tile_ph, best.tile_pw, best.num_warps) == (5, 5, 16)
 
 def test_memory_format_follows_x():
     (x, weight, bias), conv = _inputs(SHAPES["conv2"], torch.float32, seed=5)
@@ -201,7 +264,7 @@ geometry = kernel.Geometry(kernel=tuple(kernel_size), stride=tuple(stride),
                            padding=tuple(padding), groups=groups, c_out=c_out,
                            pool_kernel=(3, 3), pool_stride=(2, 2), has_lrn=True)
 shape = kernel.tile_candidates(geometry)[0]
-block_k, warps, stages = kernel._variants(geometry, shape)[-1]
+block_k, warps, stages = kernel._variants(geometry, shape)[0]  # the untimed choice
 tiles = kernel.Tiles(shape.tile_ph, shape.tile_pw, block_k, warps, stages)
 compiled = kernel.compile_for(GPUTarget("cuda", 90, 32), geometry, tiles, torch.bfloat16)
 print(json.dumps({"wgmma": "wgmma" in compiled.asm["ptx"], "shared": compiled.metadata.shared}))
