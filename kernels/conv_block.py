@@ -259,6 +259,10 @@ class Geometry:
         """fp32 accumulators of one program: computed rows x the tile's channels."""
         return self.block_m(tiles) * self.groups_in_tile * self.block_n()
 
+    def fill(self, tiles: Tiles) -> float:
+        """Pooled outputs per computed conv row (halo recompute and row padding counted)."""
+        return tiles.tile_ph * tiles.tile_pw / self.block_m(tiles)
+
 
 def fusable(geometry: Geometry) -> str | None:
     """Why the kernel cannot compute this block, or None when it can."""
@@ -285,7 +289,7 @@ def tile_candidates(geometry: Geometry) -> list[Tiles]:
         if geometry.accumulators(tiles) <= _MAX_TILE_ELEMENTS and tiles not in fitting:
             fitting.append(tiles)
     return sorted(fitting, key=lambda t: (geometry.accumulators(t) > _SPILL_FREE_ELEMENTS,
-                                          -t.tile_ph * t.tile_pw / geometry.block_m(t)))
+                                          -geometry.fill(t)))
 
 
 def _timed_row_counts(geometry: Geometry, candidates: list[Tiles]) -> set[int]:
@@ -293,13 +297,10 @@ def _timed_row_counts(geometry: Geometry, candidates: list[Tiles]) -> set[int]:
     and one more: a large tile that may spill if it recomputes less of the halo than the first
     (conv2 at full width: 5 x 5 against 3 x 3), else the next candidate with a different row
     count (conv1: 3 x 3 after 5 x 5; its twin 4 x 6 also computes 128 rows)."""
-    def fill(tiles):
-        return tiles.tile_ph * tiles.tile_pw / geometry.block_m(tiles)
-
     first = candidates[0]
     rows = geometry.block_m(first)
     large = [t for t in candidates if geometry.accumulators(t) > _SPILL_FREE_ELEMENTS
-             and geometry.block_m(t) != rows and fill(t) > fill(first)]
+             and geometry.block_m(t) != rows and geometry.fill(t) > geometry.fill(first)]
     others = [t for t in candidates if geometry.block_m(t) != rows]
     return {rows, *(geometry.block_m(t) for t in (large or others)[:1])}
 

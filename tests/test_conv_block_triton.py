@@ -153,7 +153,6 @@ def test_tile_candidates_fit_and_are_ranked():
         assert geometry.block_m(tiles) * 256 <= 128 * 256
 
 
-
 @pytest.mark.parametrize("c_out, groups, tile, warps", [
     (96, 1, (5, 5), [8, 8]),      # conv1: 128 rows x 128 channels, one group: 8 warps
     (256, 2, (5, 5), [16]),       # conv2: 128 x 2*128, 16 warps alone
@@ -210,6 +209,7 @@ def test_choice_times_one_shape_per_row_count(tune, monkeypatch):
         assert [(t.tile_ph, t.tile_pw) for t in timed] == [(3, 3), (3, 3), (5, 5)]
         assert {geometry.block_m(t) for t in timed} == {64, 128}
         assert (best.tile_ph, best.tile_pw, best.num_warps) == (5, 5, 16)
+
 
 def test_memory_format_follows_x():
     (x, weight, bias), conv = _inputs(SHAPES["conv2"], torch.float32, seed=5)
